@@ -1,0 +1,1 @@
+"""The typed declaration layer: catalog, presets and stack files, validated once into plain values."""

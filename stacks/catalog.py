@@ -1,0 +1,362 @@
+"""The catalog: what each of the five systems needs, one YAML file per system in ``stacks/apps/``.
+
+The catalog says what an app needs (ports, health paths, secrets, env, data stores, start order); the
+stack file says which systems an environment deploys and which image each service runs; the presets
+say how big and how safe each environment is. Every fact here comes from the system's own deployment
+guide in ``shared/seeds/``; where a guide is silent the YAML says so in a comment.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, Problem, from_validation_error
+from .yamlio import read_yaml
+
+APPS_DIR = Path(__file__).parent / "apps"
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+NAME_RE = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+Name = Annotated[str, Field(pattern=NAME_RE, max_length=20)]
+"""A system or service name: lower-case kebab, at most 20 characters (it ends up in AWS names)."""
+
+
+class Environment(StrEnum):
+    dev = "dev"
+    staging = "staging"
+    prod = "prod"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class PerEnv(Strict):
+    """A value that differs by environment. Missing environments fall back to ``default``."""
+
+    dev: str | None = None
+    staging: str | None = None
+    prod: str | None = None
+    default: str | None = None
+    """Used for every environment not named. Default: none (the variable is not set there)."""
+
+    def for_env(self, env: str) -> str | None:
+        value = getattr(self, env)
+        return self.default if value is None else value
+
+
+EnvValue = str | PerEnv
+"""A plain string, or per-environment values: ``{dev: debug, staging: info, prod: warn}``."""
+
+
+class SecretSource(StrEnum):
+    generated = "generated"
+    """Random, made by pulumi-random and stored in Secrets Manager."""
+    external = "external"
+    """Supplied by an operator: ``pulumi config set --secret`` or set out of band in Secrets Manager."""
+    derived = "derived"
+    """Composed from what we provision: DATABASE_URL from Postgres, REDIS_URL from Redis."""
+
+
+class SecretSpec(Strict):
+    """One secret a system declares. Services list the names they receive."""
+
+    source: SecretSource
+    description: str = ""
+    """What the secret is for; shown in docs and in the Secrets Manager description."""
+    length: int | None = Field(default=None, ge=16, le=4096)
+    """generated only: random bytes (base64/hex) or characters (alphanumeric). Default: 32."""
+    encoding: Literal["base64", "hex", "alphanumeric"] | None = None
+    """generated only: how the random value is written. Default: ``alphanumeric``."""
+    derived_from: Literal["postgres", "redis"] | None = None
+    """derived only: which data store composes the URL."""
+    per_service: bool = False
+    """external only: each service gets its own value (e.g. one RPC key per service). Default: false."""
+
+    @model_validator(mode="after")
+    def _fits_source(self) -> SecretSpec:
+        if self.source is SecretSource.generated:
+            if self.derived_from or self.per_service:
+                raise ValueError("a generated secret takes only 'length' and 'encoding'")
+        elif self.source is SecretSource.external:
+            if self.length or self.encoding or self.derived_from:
+                raise ValueError("an external secret takes only 'description' and 'per_service'")
+        elif self.derived_from is None:
+            raise ValueError("a derived secret needs 'derived_from': postgres or redis")
+        elif self.length or self.encoding or self.per_service:
+            raise ValueError("a derived secret takes only 'derived_from'")
+        return self
+
+
+class ServiceKind(StrEnum):
+    web = "web"
+    """Behind the ALB on a host rule, health-checked by the target group."""
+    worker = "worker"
+    """No port; may run several copies."""
+    singleton = "singleton"
+    """Exactly one task, and a deploy never runs two at once (indexers, cron executors)."""
+
+
+class HealthCheck(Strict):
+    path: str = Field(pattern=r"^/[\x21-\x7e]*$", max_length=1024)
+    """HTTP path the load balancer probes. Required for web services."""
+    matcher: str = Field(default="200", pattern=r"^[2-4]\d\d([-,][2-4]\d\d)*$")
+    """HTTP codes counted as healthy. Default: ``"200"``."""
+    interval_seconds: int = Field(default=10, ge=5, le=300)
+    """Seconds between probes. Default: 10 (ELB default is 30; shorter makes deploys faster)."""
+    timeout_seconds: int = Field(default=5, ge=2, le=120)
+    """Seconds before a probe fails. Default: 5."""
+    healthy_threshold: int = Field(default=2, ge=2, le=10)
+    """Passing probes before a target takes traffic. Default: 2."""
+    unhealthy_threshold: int = Field(default=3, ge=2, le=10)
+    """Failing probes before a target is out. Default: 3 (offerhub's "health check fails 3x")."""
+    grace_period_seconds: int = Field(default=60, ge=0, le=2_147_483_647)
+    """ECS ignores failing health checks this long after a task starts. Default: 60."""
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> HealthCheck:
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError("timeout_seconds must be less than interval_seconds (an ELB rule)")
+        return self
+
+
+class MetricsEndpoint(Strict):
+    """A Prometheus endpoint the OTEL collector scrapes."""
+
+    path: str = Field(default="/metrics", pattern=r"^/")
+    port: int = Field(ge=1, le=65535)
+
+
+class Scaling(Strict):
+    """Task counts. Unset values come from the environment preset."""
+
+    min_tasks: int | None = Field(default=None, ge=1, le=100)
+    """Floor of running tasks; in prod this is also the floor the preset cannot go under. Default: preset."""
+    max_tasks: int | None = Field(default=None, ge=1, le=100)
+    """Ceiling for autoscaling. Default: preset."""
+    cpu_target_percent: int = Field(default=70, ge=10, le=95)
+    """Target CPU for autoscaling. Default: 70 (offerhub's "CPU > 70 % sustained: add replicas")."""
+    autoscale: bool = True
+    """Scale on CPU and memory where the preset allows it. Default: true; singletons never autoscale."""
+
+
+class Migration(Strict):
+    """A one-off command run with the new image before the new version serves traffic."""
+
+    command: list[str] = Field(min_length=1)
+    service: str
+    """Whose image, secrets and network the migration task borrows."""
+
+
+class Service(Strict):
+    kind: ServiceKind
+    description: str = ""
+    image: Name | None = None
+    """Image name in the stack file's ``images`` map. Default: the service name. Two services may share one."""
+    command: list[str] | None = Field(default=None, min_length=1)
+    """Container command. Default: the image's own CMD."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port the app listens on. Required for web services."""
+    health: HealthCheck | None = None
+    """Load-balancer health check. Required for web services."""
+    metrics: MetricsEndpoint | None = None
+    """Prometheus endpoint scraped by the collector. Default: none."""
+    env: dict[str, EnvValue] = {}
+    """Non-secret environment for this service; overrides the system's ``env``."""
+    secrets: list[str] = []
+    """Names from the system's ``secrets`` this service receives, as ECS secrets. Nothing else is readable."""
+    start_after: list[str] = []
+    """Services that must be healthy before this one starts (seed start order)."""
+    shutdown_seconds: int = Field(default=10, ge=2, le=120)
+    """How long the app takes to drain on SIGTERM (seeds: 10 s). Sets stop timeout and deregistration delay."""
+    cpu: int = 256
+    """Fargate CPU units. Default: 256 (0.25 vCPU)."""
+    memory: int = 512
+    """Fargate memory in MiB; must pair with ``cpu``. Default: 512."""
+    scaling: Scaling = Scaling()
+    user: str | None = Field(default=None, pattern=r"^[0-9]+(:[0-9]+)?$")
+    """Numeric uid[:gid] to run as. Default: 1000:1000 (node images' ``node`` user); never root."""
+    writable_paths: list[str] = ["/tmp"]
+    """Paths given a scratch volume; the rest of the root filesystem is read-only. Default: ``/tmp``."""
+    long_lived_connections: bool = False
+    """WebSocket or SSE: needs a long ALB idle timeout. Default: false."""
+    sticky: bool = False
+    """ALB stickiness (aurum's WebSocket). Default: false."""
+    hostname: str | None = None
+    """Host label under the domain. Default: ``<service>.<system>``."""
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, EnvValue]) -> dict[str, EnvValue]:
+        for name in env:
+            if not ENV_VAR_RE.match(name):
+                raise ValueError(f"'{name}' is not an environment variable name (A-Z, 0-9, _)")
+        return env
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> Service:
+        if self.kind is ServiceKind.web:
+            if self.port is None or self.health is None:
+                raise ValueError("a web service needs 'port' and 'health'")
+        elif self.health is not None or self.sticky or self.long_lived_connections:
+            raise ValueError(f"a {self.kind} service takes no 'health', 'sticky' or 'long_lived_connections'")
+        if self.kind is ServiceKind.singleton and (self.scaling.min_tasks or self.scaling.max_tasks):
+            raise ValueError("a singleton always runs exactly one task; remove 'scaling.min_tasks/max_tasks'")
+        if self.scaling.min_tasks and self.scaling.max_tasks and self.scaling.min_tasks > self.scaling.max_tasks:
+            raise ValueError("scaling.min_tasks is larger than scaling.max_tasks")
+        return self
+
+
+class PostgresNeeds(Strict):
+    min_major: int = Field(ge=12, le=17)
+    """Oldest Postgres major the app supports (from its guide)."""
+    database: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    """Database name created in the instance."""
+    storage_gb: int | None = Field(default=None, ge=20, le=65536)
+    """Storage-autoscaling ceiling the app asks for (darwin: 100 GB). Default: the preset's."""
+
+
+class RedisNeeds(Strict):
+    maxmemory_policy: Literal[
+        "noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu", "allkeys-random", "volatile-random", "volatile-ttl"
+    ]
+    """Eviction policy. BullMQ needs ``noeviction``; choose per app and say why in the catalog."""
+    why: str
+    """Why this policy (kept so reviewers do not have to re-derive it)."""
+    memory_gb: float | None = Field(default=None, gt=0, le=64)
+    """Memory the app asks for (darwin: 1-4 GB). Default: the preset's node type."""
+
+
+class NotDeployed(Strict):
+    name: str
+    reason: str
+
+
+class System(Strict):
+    """One system's catalog entry (``stacks/apps/<system>.yaml``)."""
+
+    name: Name
+    description: str
+    seed: str
+    """The deployment guide every fact here comes from."""
+    postgres: PostgresNeeds | None = None
+    redis: RedisNeeds | None = None
+    secrets: dict[str, SecretSpec] = {}
+    env: dict[str, EnvValue] = {}
+    """Non-secret environment shared by every service of the system."""
+    services: dict[Name, Service] = Field(min_length=1)
+    migration: Migration | None = None
+    not_deployed: list[NotDeployed] = []
+    """Parts of the system that are not deployed, with why (for the docs)."""
+
+    @field_validator("secrets", "env")
+    @classmethod
+    def _var_names(cls, value: dict) -> dict:
+        for name in value:
+            if not ENV_VAR_RE.match(name):
+                raise ValueError(f"'{name}' is not an environment variable name (A-Z, 0-9, _)")
+        return value
+
+    def reference_problems(self) -> list[tuple[str, str]]:
+        """Cross-references pydantic cannot see: (key path, message) for each broken one."""
+        problems: list[tuple[str, str]] = []
+        declared = ", ".join(sorted(self.secrets)) or "none"
+        for sname, svc in self.services.items():
+            for i, secret in enumerate(svc.secrets):
+                if secret not in self.secrets:
+                    problems.append(
+                        (f"services.{sname}.secrets[{i}]", f"'{secret}' is not declared in this system's 'secrets' (declared: {declared})")
+                    )
+            for i, dep in enumerate(svc.start_after):
+                if dep not in self.services or dep == sname:
+                    problems.append((f"services.{sname}.start_after[{i}]", f"'{dep}' is not another service of this system"))
+            for name in sorted(set(svc.env) & set(svc.secrets)):
+                problems.append((f"services.{sname}.env.{name}", "also listed in 'secrets'; a variable is either plain or secret"))
+        for name, spec in self.secrets.items():
+            if spec.derived_from and getattr(self, spec.derived_from) is None:
+                problems.append((f"secrets.{name}.derived_from", f"the system declares no {spec.derived_from}"))
+            if not any(name in svc.secrets for svc in self.services.values()):
+                problems.append((f"secrets.{name}", "declared but no service receives it"))
+        if self.migration and self.migration.service not in self.services:
+            problems.append(("migration.service", f"'{self.migration.service}' is not a service of this system"))
+        if not problems:
+            cycle = _find_cycle(self)
+            if cycle:
+                problems.append((f"services.{cycle[0]}.start_after", f"start order has a cycle: {' -> '.join(cycle)}"))
+        return problems
+
+    def image_of(self, service: str) -> str:
+        return self.services[service].image or service
+
+    @property
+    def images(self) -> list[str]:
+        return sorted({self.image_of(s) for s in self.services})
+
+    def start_rank(self, service: str) -> int:
+        """Place in the start order: 0 for services that wait on nothing."""
+        deps = self.services[service].start_after
+        return 0 if not deps else 1 + max(self.start_rank(d) for d in deps)
+
+
+def _find_cycle(system: System) -> list[str] | None:
+    """A start_after cycle as a list of names, or None."""
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> list[str] | None:
+        if state.get(name) == 1:
+            return [*trail[trail.index(name):], name]
+        if state.get(name) == 2:
+            return None
+        state[name] = 1
+        for dep in system.services[name].start_after:
+            found = visit(dep, [*trail, name])
+            if found:
+                return found
+        state[name] = 2
+        return None
+
+    for name in system.services:
+        found = visit(name, [])
+        if found:
+            return found
+    return None
+
+
+def load_system(path: Path) -> System:
+    display = f"stacks/apps/{path.name}"
+    raw = read_yaml(path, display)
+    if not isinstance(raw, dict):
+        raise ConfigError([Problem(display, "", "expected a mapping at the top level")])
+    if raw.get("name") != path.stem:
+        raise ConfigError([Problem(display, "name", f"must equal the file name '{path.stem}' (got {raw.get('name')!r})")])
+    try:
+        system = System.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation_error(err, display, "", System) from None
+    problems = system.reference_problems()
+    if problems:
+        raise ConfigError([Problem(display, key, msg) for key, msg in problems])
+    return system
+
+
+def load_catalog(apps_dir: Path = APPS_DIR) -> dict[str, System]:
+    """Every system in ``apps_dir``, by name. All files are checked and all problems reported together."""
+    systems: dict[str, System] = {}
+    problems: list[Problem] = []
+    for path in sorted(apps_dir.glob("*.yaml")):
+        try:
+            system = load_system(path)
+        except ConfigError as err:
+            problems.extend(err.problems)
+            continue
+        systems[system.name] = system
+    if problems:
+        raise ConfigError(problems)
+    return systems

@@ -1,0 +1,486 @@
+"""The stack file (``Pulumi.<stack>.yaml``), validated once into plain values for the components.
+
+Keys (all in the project namespace ``platform:``; ``aws:region`` is read too):
+
+=====================  ========================================================================
+``preset``             ``dev``, ``staging`` or ``prod``. Default: the stack name.
+``domain``             Public domain; web services get ``<service>.<system>.<domain>``. Default: none.
+``network``            VPC CIDR, AZs, explicit subnets, or an existing VPC to adopt.
+``systems``            Which systems this stack deploys, the image each runs, env and host overrides.
+``overrides``          Key-by-key overrides of the preset (see ``stacks/presets.py``).
+``secrets``            External secret values, each set with ``pulumi config set --secret --path``.
+``alarm_emails``       Addresses subscribed to the alarm topic. Default: none.
+=====================  ========================================================================
+
+The loader reads the stack file itself rather than the engine's config so that every error can name
+the file and the exact key, and so that a secret pasted in plain text (no ``secure:``) is caught per
+key. Secret values are never read here; the program gets them from the engine as ``Output``s.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from . import subnets
+from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog
+from .errors import ConfigError, Problem, from_validation_error
+from .presets import PRESETS, Preset, deep_merge
+from .yamlio import Secure, read_yaml
+
+PROJECT = "platform"
+
+# distribution/reference grammar (the one `docker pull` uses), anchored.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"sha256:[a-f0-9]{64}"
+_FULL_REF = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+_SHORT_REF = re.compile(rf"^(?:(?P<digest>{_DIGEST})|(?P<tag>{_TAG}))$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_HOST_LABELS = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference. ``repository`` is None for our own ECR repository."""
+
+    repository: str | None
+    tag: str | None
+    digest: str | None
+
+    @property
+    def version(self) -> str:
+        """What ``service.version`` and ``SENTRY_RELEASE`` report: the digest if pinned, else the tag."""
+        return self.digest or self.tag or ""
+
+    def __str__(self) -> str:
+        base = self.repository or ""
+        return base + (f":{self.tag}" if self.tag and base else self.tag or "") + (f"@{self.digest}" if self.digest and base else self.digest or "")
+
+
+def parse_image(value: str) -> ImageRef:
+    """Parse ``value`` or raise ``ValueError`` saying what is allowed."""
+    allowed = (
+        "allowed: a tag or 'sha256:<64 hex>' digest of our ECR repository (e.g. '1.4.2'), or a full reference "
+        "with a tag or digest (e.g. 'ghcr.io/org/app@sha256:...')"
+    )
+    if "/" in value:
+        m = _FULL_REF.match(value)
+        if not m or not (m["tag"] or m["digest"]):
+            raise ValueError(f"'{value}' is not a valid image reference; {allowed}")
+        repo = value.split("@")[0]
+        if m["tag"]:
+            repo = repo[: -(len(m["tag"]) + 1)]
+        return ImageRef(repo, m["tag"], m["digest"])
+    m = _SHORT_REF.match(value)
+    if not m:
+        raise ValueError(f"'{value}' is not a valid image reference; {allowed}")
+    if m["tag"] == "latest":
+        raise ValueError("'latest' is not allowed: repositories are immutable and a moving tag defeats promotion; pin a version or digest")
+    return ImageRef(None, m["tag"], m["digest"])
+
+
+class ExistingVpc(Strict):
+    """Adopt a VPC built elsewhere instead of creating one. Its subnets must follow our three tiers."""
+
+    vpc_id: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$")
+    public_subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=2)
+    private_subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=2)
+    isolated_subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=2)
+
+
+class ExplicitSubnets(Strict):
+    """Subnet CIDRs per tier, one per AZ, in AZ order. Default: computed from the VPC CIDR."""
+
+    public: list[IPv4Network]
+    private: list[IPv4Network]
+    isolated: list[IPv4Network]
+
+
+class NetworkConfig(Strict):
+    cidr: IPv4Network = IPv4Network("10.0.0.0/16")
+    """VPC IPv4 CIDR, /16 to /22 when subnets are computed. Default: ``10.0.0.0/16``."""
+    availability_zones: list[str] | None = None
+    """AZ names, as many as the preset's ``az_count``. Default: the region's first ones (``a``, ``b``, ``c``)."""
+    subnets: ExplicitSubnets | None = None
+    """Explicit subnet CIDRs. Default: computed (private /19, public and isolated /22 in a /16)."""
+    existing: ExistingVpc | None = None
+    """Adopt an existing VPC by ids; ``cidr`` and ``subnets`` are then unused. Default: create one."""
+
+    @field_validator("cidr")
+    @classmethod
+    def _vpc_size(cls, cidr: IPv4Network) -> IPv4Network:
+        if not 16 <= cidr.prefixlen <= 28:
+            raise ValueError(f"{cidr}: a VPC CIDR must be between /16 and /28")
+        return cidr
+
+
+class SystemDeployment(Strict):
+    """One system in this stack."""
+
+    images: dict[Name, str]
+    """Image per image name of the catalog entry: a tag or digest of our ECR repository, or a full reference."""
+    env: dict[str, str] = {}
+    """Non-secret env overrides for every service of the system (e.g. aurum's contract addresses)."""
+    hostnames: dict[Name, str] = {}
+    """Host per web service, overriding ``<service>.<system>``; a full name or a label under the domain."""
+
+
+class StackConfig(Strict):
+    """Everything under ``platform:`` in ``Pulumi.<stack>.yaml``."""
+
+    preset: str | None = None
+    """``dev``, ``staging`` or ``prod``. Default: the stack name."""
+    domain: str | None = None
+    """Public domain. Default: none (web services are served over HTTP on the ALB's name)."""
+    certificate_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+    """An existing ACM certificate for ``domain``. Default: request one (DNS-validated in ``hosted_zone_id``)."""
+    hosted_zone_id: str | None = Field(default=None, pattern=r"^Z[0-9A-Z]{1,32}$")
+    """Route 53 zone for DNS validation and records. Default: none."""
+    network: NetworkConfig = NetworkConfig()
+    systems: dict[str, SystemDeployment] = Field(min_length=1)
+    """The systems this stack deploys, by catalog name."""
+    overrides: dict[str, Any] = {}
+    """Preset overrides, key by key."""
+    alarm_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = []
+    """Email addresses subscribed to the alarm topic. Default: none."""
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, domain: str | None) -> str | None:
+        if domain and (not _HOST_LABELS.match(domain) or "." not in domain):
+            raise ValueError(f"'{domain}' is not a DNS domain (lower-case labels separated by dots)")
+        return domain or None
+
+    @model_validator(mode="after")
+    def _preset_name(self) -> StackConfig:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset '{self.preset}' is unknown; allowed: {', '.join(PRESETS)}")
+        return self
+
+
+# ---------------------------------------------------------------- the validated result
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret one service receives: the env var name and the catalog declaration."""
+
+    name: str
+    source: SecretSource
+    per_service: bool
+
+
+@dataclass(frozen=True)
+class DeployedService:
+    system: str
+    name: str
+    spec: Any  # catalog.Service
+    image: ImageRef
+    image_name: str
+    hostname: str | None
+    """Fully qualified host (with a domain) or the host label (without); None for non-web services."""
+    env: dict[str, str]
+    """Plain environment for this environment: system env, then service env, then stack overrides."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.system}-{self.name}"
+
+
+@dataclass(frozen=True)
+class DeployedSystem:
+    system: System
+    services: dict[str, DeployedService]
+    external_secrets: dict[str, list[str]]
+    """External secret name -> config paths that have a value (``secrets.<system>.<NAME>[.<service>]``)."""
+    images: dict[str, ImageRef]
+
+    @property
+    def name(self) -> str:
+        return self.system.name
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """What the program builds, validated. Plain values only: no ``Output`` in here."""
+
+    stack: str
+    env: str
+    region: str
+    preset: Preset
+    stack_config: StackConfig
+    availability_zones: tuple[str, ...]
+    subnet_plan: subnets.SubnetPlan | None
+    systems: dict[str, DeployedSystem]
+    file: str
+
+    @property
+    def domain(self) -> str | None:
+        return self.stack_config.domain
+
+    @property
+    def network(self) -> NetworkConfig:
+        return self.stack_config.network
+
+    def services(self) -> list[DeployedService]:
+        return [svc for system in self.systems.values() for svc in system.services.values()]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def stack_file(project_dir: Path, stack: str) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | None = None) -> PlatformConfig:
+    """Read and validate ``Pulumi.<stack>.yaml`` against the catalog. Raises :class:`ConfigError`."""
+    path = stack_file(project_dir, stack)
+    file = path.name
+    raw = read_yaml(path, file)
+    if not isinstance(raw, dict) or not isinstance(raw.get("config", {}), dict):
+        raise ConfigError([Problem(file, "config", "expected a mapping of configuration keys")])
+    config = raw.get("config") or {}
+    catalog = catalog if catalog is not None else load_catalog()
+
+    region = config.get("aws:region")
+    ours: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace == PROJECT:
+            ours[name] = value
+        elif not name:
+            problems.append(Problem(file, str(key), "configuration keys look like '<namespace>:<name>', e.g. 'platform:systems'"))
+    if not isinstance(region, str) or not _REGION.match(region):
+        problems.append(Problem(file, "aws:region", f"required: an AWS region such as 'us-east-1' (got {region!r})"))
+
+    secrets_tree = ours.pop("secrets", {}) or {}
+    plain_secret_problems = _plaintext_secrets(secrets_tree, file)
+    problems.extend(plain_secret_problems)
+    if problems:
+        raise ConfigError(problems)
+
+    # Anything that is still a Secure marker outside ``secrets`` is a secret where none is expected.
+    for key, value in ours.items():
+        if _contains_secure(value):
+            problems.append(Problem(file, f"{PROJECT}:{key}", "holds an encrypted value; only 'platform:secrets' takes secrets"))
+    if problems:
+        raise ConfigError(problems)
+
+    try:
+        sc = StackConfig.model_validate(ours)
+    except ValidationError as err:
+        raise from_validation_error(err, file, f"{PROJECT}:", StackConfig) from None
+
+    env = sc.preset or stack
+    if env not in PRESETS:
+        raise ConfigError([Problem(file, f"{PROJECT}:preset", f"stack '{stack}' has no preset of its name; set one of: {', '.join(PRESETS)}")])
+    try:
+        preset = Preset.model_validate(deep_merge(PRESETS[env], sc.overrides))
+    except ValidationError as err:
+        raise from_validation_error(err, file, f"{PROJECT}:overrides", Preset) from None
+
+    azs, plan = _network(sc.network, preset, region, file)
+    systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
+    return PlatformConfig(
+        stack=stack,
+        env=env,
+        region=region,
+        preset=preset,
+        stack_config=sc,
+        availability_zones=azs,
+        subnet_plan=plan,
+        systems=systems,
+        file=file,
+    )
+
+
+def _contains_secure(node: Any) -> bool:
+    if isinstance(node, Secure):
+        return True
+    if isinstance(node, dict):
+        return any(_contains_secure(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_contains_secure(v) for v in node)
+    return False
+
+
+def _plaintext_secrets(tree: Any, file: str, path: str = f"{PROJECT}:secrets") -> list[Problem]:
+    """Every leaf under ``platform:secrets`` must be encrypted."""
+    if isinstance(tree, Secure):
+        return []
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in _plaintext_secrets(v, file, f"{path}.{k}")]
+    dotted = path.removeprefix(f"{PROJECT}:")
+    return [
+        Problem(
+            file,
+            path,
+            "a secret must be stored encrypted, not in plain text; remove it and run "
+            f"`pulumi config set --secret --path '{dotted}' <value>` (then rotate the leaked value)",
+        )
+    ]
+
+
+def _network(net: NetworkConfig, preset: Preset, region: str, file: str) -> tuple[tuple[str, ...], subnets.SubnetPlan | None]:
+    count = preset.network.az_count
+    key = f"{PROJECT}:network"
+    if net.availability_zones is None:
+        azs = tuple(f"{region}{chr(ord('a') + i)}" for i in range(count))
+    else:
+        azs = tuple(net.availability_zones)
+        problems = [
+            Problem(file, f"{key}.availability_zones[{i}]", f"'{az}' is not an AZ of {region} (e.g. '{region}a')")
+            for i, az in enumerate(azs)
+            if not re.fullmatch(rf"{re.escape(region)}[a-z]", az)
+        ]
+        if len(azs) != count or len(set(azs)) != len(azs):
+            problems.append(Problem(file, f"{key}.availability_zones", f"needs {count} distinct AZs (the preset's az_count); got {len(azs)}"))
+        if problems:
+            raise ConfigError(problems)
+    if net.existing is not None:
+        problems = [
+            Problem(file, f"{key}.existing.{tier}_subnet_ids", f"needs {count} subnets, one per AZ (got {len(ids)})")
+            for tier in subnets.TIERS
+            if len(ids := getattr(net.existing, f"{tier}_subnet_ids")) != count
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return azs, None
+    if net.subnets is not None:
+        tiers = {t: getattr(net.subnets, t) for t in subnets.TIERS}
+        problems = subnets.check_explicit(net.cidr, tiers, count)
+        if problems:
+            raise ConfigError([Problem(file, f"{key}.subnets.{k}", m) for k, m in problems])
+        return azs, subnets.SubnetPlan(**{t: tuple(v) for t, v in tiers.items()})
+    try:
+        return azs, subnets.plan_subnets(net.cidr, count)
+    except ValueError as err:
+        raise ConfigError([Problem(file, f"{key}.cidr", str(err))]) from None
+
+
+def _resolve_env(values: dict[str, EnvValue], env: str) -> dict[str, str]:
+    out = {}
+    for name, value in values.items():
+        resolved = value if isinstance(value, str) else value.for_env(env)
+        if resolved is not None:
+            out[name] = resolved
+    return out
+
+
+def _deploy_systems(
+    sc: StackConfig, catalog: dict[str, System], secrets_tree: dict, preset: Preset, env: str, file: str
+) -> dict[str, DeployedSystem]:
+    problems: list[Problem] = []
+    key = f"{PROJECT}:systems"
+    if not isinstance(secrets_tree, dict):
+        secrets_tree = {}
+    for name in secrets_tree:
+        if name not in sc.systems:
+            problems.append(Problem(file, f"{PROJECT}:secrets.{name}", f"'{name}' is not a system this stack deploys ({', '.join(sc.systems)})"))
+
+    deployed: dict[str, DeployedSystem] = {}
+    hosts: dict[str, str] = {}
+    for sname, dep in sc.systems.items():
+        system = catalog.get(sname)
+        if system is None:
+            problems.append(Problem(file, f"{key}.{sname}", f"unknown system '{sname}'; the catalog has: {', '.join(sorted(catalog))}"))
+            continue
+        images: dict[str, ImageRef] = {}
+        for image_name in system.images:
+            if image_name not in dep.images:
+                problems.append(Problem(file, f"{key}.{sname}.images.{image_name}", "required: the image this stack runs (a tag, a digest or a full reference)"))
+        for image_name, value in dep.images.items():
+            ikey = f"{key}.{sname}.images.{image_name}"
+            if image_name not in system.images:
+                problems.append(Problem(file, ikey, f"'{image_name}' is not an image of {sname}; its images are: {', '.join(system.images)}"))
+                continue
+            try:
+                ref = parse_image(value)
+            except ValueError as err:
+                problems.append(Problem(file, ikey, str(err)))
+                continue
+            if preset.compute.require_digests and not ref.digest:
+                problems.append(Problem(file, ikey, f"this environment runs digests only ('sha256:<64 hex>'), got tag '{ref.tag}'; promote a digest from the previous stack"))
+                continue
+            images[image_name] = ref
+
+        declared_secret = set(system.secrets)
+        for var in dep.env:
+            if var in declared_secret:
+                problems.append(
+                    Problem(file, f"{key}.{sname}.env.{var}", f"{sname} declares {var} a secret; a plaintext value is not allowed here. "
+                            f"Set it with `pulumi config set --secret --path 'secrets.{sname}.{var}' <value>`")
+                )
+            elif not re.fullmatch(r"[A-Z_][A-Z0-9_]*", var):
+                problems.append(Problem(file, f"{key}.{sname}.env.{var}", "not an environment variable name (A-Z, 0-9, _)"))
+
+        for svc_name, host in dep.hostnames.items():
+            hkey = f"{key}.{sname}.hostnames.{svc_name}"
+            svc = system.services.get(svc_name)
+            if svc is None:
+                problems.append(Problem(file, hkey, f"unknown service '{svc_name}' of {sname}; its services are: {', '.join(system.services)}"))
+            elif svc.kind is not ServiceKind.web:
+                problems.append(Problem(file, hkey, f"{svc_name} is a {svc.kind} service; only web services have a hostname"))
+            elif not _HOST_LABELS.match(host):
+                problems.append(Problem(file, hkey, f"'{host}' is not a hostname (lower-case labels separated by dots)"))
+
+        external = _external_secrets(system, secrets_tree.get(sname, {}), file, problems)
+        services: dict[str, DeployedService] = {}
+        for svc_name, svc in system.services.items():
+            hostname = None
+            if svc.kind is ServiceKind.web:
+                label = dep.hostnames.get(svc_name) or svc.hostname or f"{svc_name}.{sname}"
+                hostname = label if not sc.domain or label.endswith(sc.domain) else f"{label}.{sc.domain}"
+                owner = f"{sname}.{svc_name}"
+                if hostname in hosts:
+                    problems.append(
+                        Problem(file, f"{key}.{sname}.hostnames.{svc_name}", f"host '{hostname}' is already claimed by {hosts[hostname]}; each web service needs its own")
+                    )
+                hosts[hostname] = owner
+            env_vars = {**_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
+            image_name = system.image_of(svc_name)
+            if image_name in images:
+                services[svc_name] = DeployedService(sname, svc_name, svc, images[image_name], image_name, hostname, env_vars)
+        deployed[sname] = DeployedSystem(system, services, external, images)
+    if problems:
+        raise ConfigError(problems)
+    return deployed
+
+
+def _external_secrets(system: System, given: Any, file: str, problems: list[Problem]) -> dict[str, list[str]]:
+    """Check ``platform:secrets.<system>`` against the catalog; return which values are set."""
+    base = f"{PROJECT}:secrets.{system.name}"
+    if not isinstance(given, dict):
+        problems.append(Problem(file, base, "expected a mapping of secret names"))
+        return {}
+    out: dict[str, list[str]] = {}
+    for name, value in given.items():
+        spec = system.secrets.get(name)
+        if spec is None or spec.source is not SecretSource.external:
+            allowed = sorted(n for n, s in system.secrets.items() if s.source is SecretSource.external)
+            what = "not declared by" if spec is None else f"a {spec.source} secret of"
+            problems.append(Problem(file, f"{base}.{name}", f"'{name}' is {what} {system.name}; external secrets you can set: {', '.join(allowed)}"))
+            continue
+        users = [s for s, svc in system.services.items() if name in svc.secrets]
+        if spec.per_service:
+            if not isinstance(value, dict):
+                problems.append(Problem(file, f"{base}.{name}", f"{name} takes one value per service: set 'secrets.{system.name}.{name}.<service>' for {', '.join(users)}"))
+                continue
+            for svc in value:
+                if svc not in users:
+                    problems.append(Problem(file, f"{base}.{name}.{svc}", f"'{svc}' does not use {name}; services that do: {', '.join(users)}"))
+            out[name] = [f"secrets.{system.name}.{name}.{svc}" for svc in value if svc in users]
+        elif isinstance(value, dict):
+            problems.append(Problem(file, f"{base}.{name}", f"{name} is one value for the whole system, not per service"))
+        else:
+            out[name] = [f"secrets.{system.name}.{name}"]
+    return out

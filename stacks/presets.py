@@ -1,0 +1,147 @@
+"""Environment presets: how big and how safe dev, staging and prod are (DESIGN.md, "Environments").
+
+A stack file picks a preset (``platform:preset``, default: the stack name) and may override any key
+under ``platform:overrides``, key by key: ``overrides: {postgres: {instance_class: db.t4g.small}}``.
+Environment differences live here as data; components never branch on the environment's name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .catalog import Strict
+
+# CloudWatch Logs accepts only these retention values (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+
+class NetworkPreset(Strict):
+    az_count: int = Field(default=2, ge=2, le=6)
+    """Availability zones to spread subnets over. Default: 2; prod uses 3."""
+    nat: Literal["single", "per_az"] = "single"
+    """One NAT gateway for the VPC, or one per AZ (no cross-AZ dependency). Default: ``single``."""
+    flow_log_traffic: Literal["ALL", "REJECT"] = "REJECT"
+    """Which traffic VPC flow logs record. Default: ``REJECT`` (cheap); prod records ``ALL``."""
+
+
+class PostgresPreset(Strict):
+    engine_major: Literal[16, 17] = 16
+    """Postgres major version. Default: 16. Warning: changing it is a major-version upgrade."""
+    instance_class: str = "db.t4g.micro"
+    """RDS instance class. Default: ``db.t4g.micro``."""
+    allocated_storage_gb: int = Field(default=20, ge=20, le=65536)
+    """Initial gp3 storage. Default: 20 (the gp3 minimum)."""
+    max_allocated_storage_gb: int = Field(default=100, ge=20, le=65536)
+    """Storage-autoscaling ceiling. Default: 100."""
+    multi_az: bool = False
+    """Synchronous standby in another AZ. Default: false; prod: true."""
+    backup_retention_days: int = Field(default=1, ge=0, le=35)
+    """Automated backups and point-in-time recovery window. Default: 1; prod: 14."""
+    deletion_protection: bool = True
+    """RDS refuses deletes and Pulumi ``protect`` is set. Default: true; dev opts out."""
+    final_snapshot: bool = True
+    """Take a final snapshot on delete. Default: true; dev opts out."""
+    performance_insights: bool = False
+    """Performance Insights (7 days free). Default: false; prod: true."""
+    monitoring_interval_seconds: Literal[0, 1, 5, 10, 15, 30, 60] = 0
+    """Enhanced monitoring interval; 0 turns it off. Default: 0; prod: 60."""
+
+
+class RedisPreset(Strict):
+    node_type: str = "cache.t4g.micro"
+    """ElastiCache node type. Default: ``cache.t4g.micro``."""
+    nodes: int = Field(default=1, ge=1, le=6)
+    """Primary plus replicas. Default: 1; prod: 2 (automatic failover across AZs)."""
+    snapshot_retention_days: int = Field(default=1, ge=0, le=35)
+    """Daily snapshots kept. Default: 1; prod: 7."""
+
+
+class ComputePreset(Strict):
+    web_min_tasks: int = Field(default=1, ge=1, le=100)
+    """Running tasks per web service (floor when autoscaling). Default: 1; staging 2; prod 2."""
+    web_max_tasks: int = Field(default=1, ge=1, le=100)
+    """Autoscaling ceiling per web service. Default: 1; prod 10."""
+    worker_min_tasks: int = Field(default=1, ge=1, le=100)
+    """Running tasks per worker. Default: 1."""
+    worker_max_tasks: int = Field(default=1, ge=1, le=100)
+    """Autoscaling ceiling per worker. Default: 1; prod 4."""
+    autoscaling: bool = False
+    """Scale on CPU and memory. Default: false; prod: true."""
+    spot: bool = False
+    """Run on Fargate Spot. Default: false; dev: true."""
+    architecture: Literal["ARM64", "X86_64"] = "ARM64"
+    """CPU architecture of every task. Default: ARM64 (about 20 % cheaper on Fargate)."""
+    require_digests: bool = False
+    """Accept only ``sha256:`` digests as images (what promotion writes). Default: false; prod: true."""
+    exec_enabled: bool = True
+    """ECS Exec for debugging. Default: true; prod: false."""
+
+
+class LogsPreset(Strict):
+    retention_days: int = 7
+    """CloudWatch Logs retention. Default: 7; staging 30; prod 365."""
+
+    @field_validator("retention_days")
+    @classmethod
+    def _allowed(cls, days: int) -> int:
+        if days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))} (CloudWatch Logs)")
+        return days
+
+
+class Preset(Strict):
+    """Everything that differs between environments."""
+
+    network: NetworkPreset = NetworkPreset()
+    postgres: PostgresPreset = PostgresPreset()
+    redis: RedisPreset = RedisPreset()
+    compute: ComputePreset = ComputePreset()
+    logs: LogsPreset = LogsPreset()
+
+
+# Only the differences from the model defaults are written here.
+PRESETS: dict[str, dict] = {
+    "dev": {
+        "postgres": {"deletion_protection": False, "final_snapshot": False},
+        "compute": {"spot": True, "web_max_tasks": 2},
+    },
+    "staging": {
+        "postgres": {"instance_class": "db.t4g.small", "backup_retention_days": 7},
+        "redis": {"node_type": "cache.t4g.small", "snapshot_retention_days": 3},
+        "compute": {"web_min_tasks": 2, "web_max_tasks": 2},
+        "logs": {"retention_days": 30},
+    },
+    "prod": {
+        "network": {"az_count": 3, "nat": "per_az", "flow_log_traffic": "ALL"},
+        "postgres": {
+            "instance_class": "db.t4g.medium",
+            "multi_az": True,
+            "backup_retention_days": 14,
+            "performance_insights": True,
+            "monitoring_interval_seconds": 60,
+        },
+        "redis": {"node_type": "cache.t4g.small", "nodes": 2, "snapshot_retention_days": 7},
+        "compute": {
+            "web_min_tasks": 2,
+            "web_max_tasks": 10,
+            "worker_max_tasks": 4,
+            "autoscaling": True,
+            "require_digests": True,
+            "exec_enabled": False,
+        },
+        "logs": {"retention_days": 365},
+    },
+}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Key-by-key merge: nested mappings merge, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,292 @@
+"""Run the real program under Pulumi's mock runtime and capture every registration.
+
+The capture happens at the engine boundary: a :class:`MockMonitor` subclass records each
+``RegisterResourceRequest`` exactly as the SDK sends it (camelCase input keys, dependencies, property
+dependencies, protect, ignoreChanges, custom timeouts ...). Secret values are replaced by
+``"[secret]"`` at capture time, so a plan file or a test failure can never print one.
+
+The mocks answer like AWS would for the few computed fields the program reads (ARNs, endpoints, DNS
+names); everything else echoes the inputs. Data-source invokes are counted: each one is a cloud round
+trip in a real preview.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import runpy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from stacks.yamlio import Secure, read_yaml
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT = "platform"
+ACCOUNT = "123456789012"
+SECRET = "[secret]"
+_SIG = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+def redact(value: Any) -> Any:
+    """Replace secret-wrapped values with ``"[secret]"`` and resource references with their URN."""
+    if isinstance(value, dict):
+        sig = value.get(_SIG)
+        if sig == _SECRET_SIG:
+            return SECRET
+        if sig == _RESOURCE_SIG:
+            return value.get("urn")
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+@dataclass
+class Resource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    options: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "inputs": self.inputs,
+            "dependencies": self.dependencies,
+            "propertyDependencies": self.property_dependencies,
+            "options": self.options,
+        }
+
+
+@dataclass
+class Capture:
+    stack: str
+    resources: list[Resource] = field(default_factory=list)
+    invokes: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Resource:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one {type_} {name or ''}, found {[r.name for r in found]}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> Resource:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise KeyError(urn)
+
+    def children_of(self, urn: str) -> list[Resource]:
+        return [r for r in self.resources if r.parent == urn]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stack": self.stack, "resources": [r.to_json() for r in self.resources], "outputs": self.outputs, "invokes": self.invokes}
+
+
+def _fake_id(type_: str, name: str) -> str:
+    digest = hashlib.sha256(f"{type_}/{name}".encode()).hexdigest()
+    prefixes = {
+        "aws:ec2/vpc:Vpc": "vpc-",
+        "aws:ec2/subnet:Subnet": "subnet-",
+        "aws:ec2/securityGroup:SecurityGroup": "sg-",
+        "aws:ec2/natGateway:NatGateway": "nat-",
+        "aws:ec2/internetGateway:InternetGateway": "igw-",
+        "aws:ec2/routeTable:RouteTable": "rtb-",
+        "aws:ec2/eip:Eip": "eipalloc-",
+    }
+    if type_ in prefixes:
+        return prefixes[type_] + digest[:17]
+    return f"{name}-{digest[:8]}"
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Echo inputs plus the computed fields AWS would return."""
+
+    def __init__(self, region: str, capture: Capture) -> None:
+        self.region = region
+        self.capture = capture
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        state = dict(args.inputs)
+        rid = args.resource_id or _fake_id(args.typ, args.name)
+        service = args.typ.split(":")[1].split("/")[0]
+        state.setdefault("arn", f"arn:aws:{service}:{self.region}:{ACCOUNT}:{args.typ.rsplit(':', 1)[-1].lower()}/{rid}")
+        state.setdefault("id", rid)
+        if "name" not in state and args.typ.startswith("aws:"):
+            state["name"] = f"{args.name}-{rid[-7:]}"
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
+        self.capture.invokes.append(args.token)
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/mock", "userId": "mock"}, []
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
+        return {}, []
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """Records each RegisterResourceRequest as the engine would receive it."""
+
+    def __init__(self, mocks: RecordingMocks, capture: Capture) -> None:
+        super().__init__(mocks)
+        self.capture = capture
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        inputs = redact(json_format.MessageToDict(request.object, preserving_proto_field_name=True))
+        timeouts = request.customTimeouts
+        self.capture.resources.append(
+            Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=request.custom,
+                inputs=inputs,
+                dependencies=list(request.dependencies),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                options={
+                    "protect": bool(request.protect),
+                    "ignoreChanges": list(request.ignoreChanges),
+                    "retainOnDelete": bool(request.retainOnDelete),
+                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                    "customTimeouts": {k: getattr(timeouts, k) for k in ("create", "update", "delete") if getattr(timeouts, k)},
+                    "replaceOnChanges": list(request.replaceOnChanges),
+                    "aliases": len(request.aliases) + len(request.aliasURNs),
+                },
+            )
+        )
+        return response
+
+
+class _LogCollector:
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+
+    def _log(self, level: str, msg: str) -> None:
+        self.capture.logs.append(f"{level}: {msg}")
+
+    def debug(self, msg, *a, **k):
+        pass
+
+    def info(self, msg, *a, **k):
+        self._log("info", msg)
+
+    def warning(self, msg, *a, **k):
+        self._log("warning", msg)
+
+    def error(self, msg, *a, **k):
+        self._log("error", msg)
+
+
+def engine_config(stack: str, project_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """What the engine would hand the program for this stack file: values and secret keys.
+
+    Encrypted values cannot be decrypted offline; each becomes a placeholder (still marked secret, so
+    it is redacted everywhere it flows).
+    """
+    import json
+
+    raw = read_yaml(project_dir / f"Pulumi.{stack}.yaml") or {}
+    values: dict[str, str] = {}
+    secret_keys: list[str] = []
+
+    def plain(node: Any, path: str) -> Any:
+        if isinstance(node, Secure):
+            return f"offline-placeholder-for-{path}"
+        if isinstance(node, dict):
+            return {k: plain(v, f"{path}.{k}") for k, v in node.items()}
+        if isinstance(node, list):
+            return [plain(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        return node
+
+    def has_secure(node: Any) -> bool:
+        if isinstance(node, Secure):
+            return True
+        if isinstance(node, dict):
+            return any(has_secure(v) for v in node.values())
+        return isinstance(node, list) and any(has_secure(v) for v in node)
+
+    for key, value in (raw.get("config") or {}).items():
+        key = key if ":" in key else f"{PROJECT}:{key}"
+        v = plain(value, key)
+        values[key] = v if isinstance(v, str) else json.dumps(v)
+        if has_secure(value):
+            secret_keys.append(key)
+    return values, secret_keys
+
+
+def run(
+    stack: str,
+    project_dir: Path = PROJECT_DIR,
+    program: Callable[[], Any] | None = None,
+) -> Capture:
+    """Run ``program`` (default: the project's ``__main__.py``) for ``stack`` and return the capture.
+
+    Raises whatever the program raises (``pulumi.RunError`` for a configuration error).
+    """
+    capture = Capture(stack=stack)
+    values, secret_keys = engine_config(stack, project_dir)
+    region = values.get("aws:region", "us-east-1")
+    pulumi.runtime.set_all_config(values, secret_keys)
+    os.environ.setdefault("AWS_REGION", region)
+    mocks = RecordingMocks(region, capture)
+    monitor = RecordingMonitor(mocks, capture)
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=_LogCollector(capture))  # type: ignore[arg-type]
+    from pulumi.runtime.settings import SETTINGS
+
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+
+    main = project_dir / "__main__.py"
+
+    def default_program() -> None:
+        sys.path.insert(0, str(project_dir))
+        try:
+            runpy.run_path(str(main), run_name="__main__")
+        finally:
+            sys.path.remove(str(project_dir))
+
+    _sync_await(run_pulumi_func(program or default_program))
+    capture.outputs = _resolve_outputs()
+    return capture
+
+
+def _resolve_outputs() -> dict[str, Any]:
+    root = pulumi.runtime.settings.get_root_resource()
+    out: dict[str, Any] = {}
+    for name, value in (getattr(root, "outputs", None) or {}).items():
+        output = pulumi.Output.from_input(value)
+        secret = _sync_await(output.is_secret())
+        resolved = _sync_await(output.future())
+        out[name] = SECRET if secret else resolved
+    return out

@@ -1,0 +1,106 @@
+"""Offline plan: run the real program for a stack under Pulumi's mock runtime, with no cloud access.
+
+    python -m tools.plan --stack dev                 # readable summary
+    python -m tools.plan --stack prod --json out.json
+
+The JSON file is ``{"stack", "resources": [{urn, type, name, parent, custom, inputs, dependencies,
+propertyDependencies, options}], "outputs", "invokes"}`` with every secret value replaced by
+``"[secret]"``. A configuration mistake prints one message and exits 2 before any resource exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pulumi
+
+from stacks.config import PlatformConfig, load_platform
+from stacks.errors import ConfigError
+
+from .harness import PROJECT_DIR, Capture, run
+
+
+def top_component(capture: Capture, urn: str) -> str:
+    """The name of the component directly under the stack that owns ``urn``."""
+    by_urn = {r.urn: r for r in capture.resources}
+    current = by_urn.get(urn)
+    while current is not None and current.parent in by_urn:
+        current = by_urn[current.parent]
+    return current.name if current else "?"
+
+
+def summary(capture: Capture, cfg: PlatformConfig) -> str:
+    lines: list[str] = []
+    custom = [r for r in capture.resources if r.custom]
+    lines.append(f"stack {cfg.stack}  (preset {cfg.env}, region {cfg.region}, AZs {', '.join(cfg.availability_zones)})")
+    lines.append(f"{len(custom)} cloud resources in {len(capture.resources) - len(custom)} components; {len(capture.invokes)} data-source calls")
+    lines.append("")
+    lines.append("resources by component:")
+    groups = Counter(top_component(capture, r.urn) for r in custom)
+    for name, count in sorted(groups.items()):
+        types = Counter(r.type.split(":")[-1] for r in custom if top_component(capture, r.urn) == name)
+        detail = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+        lines.append(f"  {name:<28} {count:>4}  {detail}")
+    lines.append("")
+    net = cfg.network
+    if net.existing:
+        lines.append(f"network: adopted {net.existing.vpc_id}")
+    elif cfg.subnet_plan:
+        plan = cfg.subnet_plan
+        lines.append(f"network: VPC {net.cidr}, NAT {cfg.preset.network.nat}")
+        for tier in ("public", "private", "isolated"):
+            lines.append(f"  {tier:<9} {', '.join(str(c) for c in plan.tier(tier))}")
+    lines.append("")
+    lines.append("systems and services:")
+    for system in cfg.systems.values():
+        lines.append(f"  {system.name}  ({system.system.seed})")
+        for svc in system.services.values():
+            spec = svc.spec
+            where = f"port {spec.port}, health {spec.health.path}" if spec.health else "no port"
+            host = f"  host {svc.hostname}" if svc.hostname else ""
+            lines.append(f"    {svc.name:<12} {spec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{host}")
+        for part in system.system.not_deployed:
+            lines.append(f"    {part.name:<12} not deployed: {part.reason}")
+    if not cfg.domain:
+        lines.append("")
+        lines.append("no domain configured: web services are served over plain HTTP on the load balancer's name.")
+    lines.append("")
+    lines.append("outputs:")
+    for name, value in capture.outputs.items():
+        lines.append(f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", required=True, help="stack name: dev, staging, prod or another Pulumi.<stack>.yaml")
+    parser.add_argument("--json", metavar="FILE", help="write the captured resources as JSON")
+    parser.add_argument("--project-dir", default=str(PROJECT_DIR), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    project_dir = Path(args.project_dir)
+
+    try:
+        cfg = load_platform(args.stack, project_dir)
+        capture = run(args.stack, project_dir)
+    except (ConfigError, pulumi.RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    print(summary(capture, cfg))
+    if args.json:
+        Path(args.json).write_text(json.dumps(capture.to_json(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        print(f"\nwrote {len(capture.resources)} resources to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    # The mock runtime leaves an event loop that complains when collected at exit; skip that noise.
+    import os
+
+    os._exit(code)
