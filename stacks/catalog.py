@@ -224,9 +224,7 @@ class PostgresNeeds(Strict):
 
 
 class RedisNeeds(Strict):
-    maxmemory_policy: Literal[
-        "noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu", "allkeys-random", "volatile-random", "volatile-ttl"
-    ]
+    maxmemory_policy: Literal["noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu", "allkeys-random", "volatile-random", "volatile-ttl"]
     """Eviction policy. BullMQ needs ``noeviction``; choose per app and say why in the catalog."""
     why: str
     """Why this policy (kept so reviewers do not have to re-derive it)."""
@@ -271,9 +269,7 @@ class System(Strict):
         for sname, svc in self.services.items():
             for i, secret in enumerate(svc.secrets):
                 if secret not in self.secrets:
-                    problems.append(
-                        (f"services.{sname}.secrets[{i}]", f"'{secret}' is not declared in this system's 'secrets' (declared: {declared})")
-                    )
+                    problems.append((f"services.{sname}.secrets[{i}]", f"'{secret}' is not declared in this system's 'secrets' (declared: {declared})"))
             for i, dep in enumerate(svc.start_after):
                 if dep not in self.services or dep == sname:
                     problems.append((f"services.{sname}.start_after[{i}]", f"'{dep}' is not another service of this system"))
@@ -311,7 +307,7 @@ def _find_cycle(system: System) -> list[str] | None:
 
     def visit(name: str, trail: list[str]) -> list[str] | None:
         if state.get(name) == 1:
-            return [*trail[trail.index(name):], name]
+            return [*trail[trail.index(name) :], name]
         if state.get(name) == 2:
             return None
         state[name] = 1

@@ -376,9 +376,7 @@ def _resolve_env(values: dict[str, EnvValue], env: str) -> dict[str, str]:
     return out
 
 
-def _deploy_systems(
-    sc: StackConfig, catalog: dict[str, System], secrets_tree: dict, preset: Preset, env: str, file: str
-) -> dict[str, DeployedSystem]:
+def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: dict, preset: Preset, env: str, file: str) -> dict[str, DeployedSystem]:
     problems: list[Problem] = []
     key = f"{PROJECT}:systems"
     if not isinstance(secrets_tree, dict):
@@ -397,7 +395,9 @@ def _deploy_systems(
         images: dict[str, ImageRef] = {}
         for image_name in system.images:
             if image_name not in dep.images:
-                problems.append(Problem(file, f"{key}.{sname}.images.{image_name}", "required: the image this stack runs (a tag, a digest or a full reference)"))
+                problems.append(
+                    Problem(file, f"{key}.{sname}.images.{image_name}", "required: the image this stack runs (a tag, a digest or a full reference)")
+                )
         for image_name, value in dep.images.items():
             ikey = f"{key}.{sname}.images.{image_name}"
             if image_name not in system.images:
@@ -409,7 +409,11 @@ def _deploy_systems(
                 problems.append(Problem(file, ikey, str(err)))
                 continue
             if preset.compute.require_digests and not ref.digest:
-                problems.append(Problem(file, ikey, f"this environment runs digests only ('sha256:<64 hex>'), got tag '{ref.tag}'; promote a digest from the previous stack"))
+                problems.append(
+                    Problem(
+                        file, ikey, f"this environment runs digests only ('sha256:<64 hex>'), got tag '{ref.tag}'; promote a digest from the previous stack"
+                    )
+                )
                 continue
             images[image_name] = ref
 
@@ -417,8 +421,12 @@ def _deploy_systems(
         for var in dep.env:
             if var in declared_secret:
                 problems.append(
-                    Problem(file, f"{key}.{sname}.env.{var}", f"{sname} declares {var} a secret; a plaintext value is not allowed here. "
-                            f"Set it with `pulumi config set --secret --path 'secrets.{sname}.{var}' <value>`")
+                    Problem(
+                        file,
+                        f"{key}.{sname}.env.{var}",
+                        f"{sname} declares {var} a secret; a plaintext value is not allowed here. "
+                        f"Set it with `pulumi config set --secret --path 'secrets.{sname}.{var}' <value>`",
+                    )
                 )
             elif not re.fullmatch(r"[A-Z_][A-Z0-9_]*", var):
                 problems.append(Problem(file, f"{key}.{sname}.env.{var}", "not an environment variable name (A-Z, 0-9, _)"))
@@ -443,7 +451,11 @@ def _deploy_systems(
                 owner = f"{sname}.{svc_name}"
                 if hostname in hosts:
                     problems.append(
-                        Problem(file, f"{key}.{sname}.hostnames.{svc_name}", f"host '{hostname}' is already claimed by {hosts[hostname]}; each web service needs its own")
+                        Problem(
+                            file,
+                            f"{key}.{sname}.hostnames.{svc_name}",
+                            f"host '{hostname}' is already claimed by {hosts[hostname]}; each web service needs its own",
+                        )
                     )
                 hosts[hostname] = owner
             env_vars = {**_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
@@ -473,7 +485,9 @@ def _external_secrets(system: System, given: Any, file: str, problems: list[Prob
         users = [s for s, svc in system.services.items() if name in svc.secrets]
         if spec.per_service:
             if not isinstance(value, dict):
-                problems.append(Problem(file, f"{base}.{name}", f"{name} takes one value per service: set 'secrets.{system.name}.{name}.<service>' for {', '.join(users)}"))
+                problems.append(
+                    Problem(file, f"{base}.{name}", f"{name} takes one value per service: set 'secrets.{system.name}.{name}.<service>' for {', '.join(users)}")
+                )
                 continue
             for svc in value:
                 if svc not in users:
