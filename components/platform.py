@@ -7,10 +7,12 @@ This module only wires components together; each decision about a resource lives
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 
-from stacks.config import PlatformConfig
+from stacks.config import PlatformConfig, load_platform
+from stacks.errors import ConfigError
 
 from .network import Network, NetworkArgs
 
@@ -42,3 +44,16 @@ def build(cfg: PlatformConfig) -> Platform:
     pulumi.export("private_subnet_ids", network.private_subnet_ids)
     pulumi.export("images", {svc.key: str(svc.image) for svc in cfg.services()})
     return Platform(network=network)
+
+
+def run_stack(project_dir: Path) -> Platform:
+    """The whole program: validate ``Pulumi.<stack>.yaml`` and the catalog, then build.
+
+    A configuration mistake ends the run with ``pulumi.RunError``: one message, no traceback, and no
+    resource declared, because validation finishes before the first resource is constructed.
+    """
+    try:
+        config = load_platform(pulumi.get_stack(), project_dir)
+    except ConfigError as err:
+        raise pulumi.RunError(str(err)) from None
+    return build(config)

@@ -25,7 +25,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from . import subnets
 from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog
@@ -158,11 +158,12 @@ class StackConfig(Strict):
             raise ValueError(f"'{domain}' is not a DNS domain (lower-case labels separated by dots)")
         return domain or None
 
-    @model_validator(mode="after")
-    def _preset_name(self) -> StackConfig:
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"preset '{self.preset}' is unknown; allowed: {', '.join(PRESETS)}")
-        return self
+    @field_validator("preset")
+    @classmethod
+    def _preset_name(cls, preset: str | None) -> str | None:
+        if preset and preset not in PRESETS:
+            raise ValueError(f"preset '{preset}' is unknown; allowed: {', '.join(PRESETS)}")
+        return preset or None
 
 
 # ---------------------------------------------------------------- the validated result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -57,21 +58,33 @@ def join_key(prefix: str, loc: Iterable[object]) -> str:
 def _allowed_keys(model: type[BaseModel] | None, loc: Sequence[object]) -> list[str] | None:
     """Walk ``loc`` down the model's fields to list the keys allowed where an unknown key was found."""
     current: object = model
+    free_key = False  # the previous field was a mapping, so this part is a user-chosen name
     for part in loc[:-1]:
+        if free_key or isinstance(part, int):
+            free_key = False
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = current.model_fields.get(str(part))
         if field is None:
-            # a dict[str, Model] level: the key is a free name, descend into the value type
             return None
+        free_key = _is_mapping(field.annotation)
         current = _model_in(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(current.model_fields)
     return None
 
 
+def _is_mapping(annotation: object) -> bool:
+    if get_origin(annotation) is dict:
+        return True
+    return any(_is_mapping(a) for a in get_args(annotation))
+
+
 def _model_in(annotation: object) -> object:
-    for arg in getattr(annotation, "__args__", ()) or ():
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
         found = _model_in(arg)
         if isinstance(found, type) and issubclass(found, BaseModel):
             return found

@@ -1,0 +1,81 @@
+"""The offline plan: the newcomer's first command, and the JSON other tools read."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from stacks.catalog import load_catalog
+from tests.conftest import ROOT
+from tools import plan as plan_cli
+from tools import schema
+
+STACKS = ("dev", "staging", "prod")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_lists_every_deployed_service(stack, capsys, tmp_path):
+    out_file = tmp_path / "plan.json"
+    assert plan_cli.main(["--stack", stack, "--json", str(out_file)]) == 0
+    text = capsys.readouterr().out
+    for system in load_catalog().values():
+        assert f"  {system.name}  (" in text
+        for name in system.services:
+            assert f"    {name:<12} {system.services[name].kind}" in text
+    assert "mcp-server   not deployed" in text
+    data = json.loads(out_file.read_text())
+    assert data["stack"] == stack
+    for r in data["resources"]:
+        assert set(r) == {"urn", "type", "name", "parent", "custom", "inputs", "dependencies", "propertyDependencies", "options"}
+        assert {"protect", "ignoreChanges", "retainOnDelete", "deleteBeforeReplace", "customTimeouts"} <= set(r["options"])
+
+
+def test_dev_plan_says_http_without_domain(capsys):
+    plan_cli.main(["--stack", "dev"])
+    assert "no domain configured" in capsys.readouterr().out
+
+
+def test_inputs_use_engine_camel_case(plans):
+    vpc = plans["dev"].one("aws:ec2/vpc:Vpc")
+    assert vpc.inputs["cidrBlock"] == "10.10.0.0/16" and vpc.inputs["enableDnsHostnames"] is True
+
+
+def test_no_invokes_in_preview(plans):
+    # every data-source call is a cloud round trip in CI; the network needs none
+    assert all(cap.invokes == [] for cap in plans.values())
+
+
+def test_checked_in_schemas_are_fresh():
+    stale = [name for name, text in schema.rendered().items() if (schema.SCHEMA_DIR / name).read_text() != text]
+    assert stale == [], "run `python -m tools.schema`"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_validate_against_the_schema(stack):
+    data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    jsonschema.validate(data, schema.stack_schema())
+
+
+def test_schema_rejects_a_typo():
+    data = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    data["config"]["platform:netwrok"] = {}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema.stack_schema())
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "stacks" / "apps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_catalog_files_validate_against_the_schema(path):
+    jsonschema.validate(yaml.safe_load(path.read_text()), schema.catalog_schema())
+
+
+def test_pulumi_yaml_declares_only_types_pulumi_accepts():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["runtime"]["options"]["virtualenv"] == ".venv"
+    for key, decl in project["config"].items():
+        assert ":" not in key
+        assert decl["type"] in {"string", "integer", "boolean", "array"}
+        if decl["type"] == "array":
+            assert "items" in decl
