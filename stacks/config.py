@@ -33,7 +33,7 @@ from .errors import ConfigError, Problem, from_validation_error
 from .presets import PRESETS, Preset, deep_merge
 from .yamlio import Secure, read_yaml
 
-PROJECT = "platform"
+PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
 
 # distribution/reference grammar (the one `docker pull` uses), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -130,6 +130,9 @@ class SystemDeployment(Strict):
     """Non-secret env overrides for every service of the system (e.g. aurum's contract addresses)."""
     hostnames: dict[Name, str] = {}
     """Host per web service, overriding ``<service>.<system>``; a full name or a label under the domain."""
+    rotate: dict[str, Annotated[int, Field(ge=0)]] = {}
+    """Rotation key per generated or derived secret (DATABASE_URL rotates the database password,
+    REDIS_URL the AUTH token). Bump a number and ``pulumi up``: new value, services roll."""
 
 
 class StackConfig(Strict):
@@ -202,6 +205,7 @@ class DeployedSystem:
     external_secrets: dict[str, list[str]]
     """External secret name -> config paths that have a value (``secrets.<system>.<NAME>[.<service>]``)."""
     images: dict[str, ImageRef]
+    rotate: dict[str, int]
 
     @property
     def name(self) -> str:
@@ -442,6 +446,13 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
             elif not _HOST_LABELS.match(host):
                 problems.append(Problem(file, hkey, f"'{host}' is not a hostname (lower-case labels separated by dots)"))
 
+        for secret_name in dep.rotate:
+            spec = system.secrets.get(secret_name)
+            if spec is None or spec.source is SecretSource.external:
+                rotatable = sorted(n for n, sp in system.secrets.items() if sp.source is not SecretSource.external)
+                problems.append(
+                    Problem(file, f"{key}.{sname}.rotate.{secret_name}", f"only generated and derived secrets rotate here; {sname}'s: {', '.join(rotatable)}")
+                )
         external = _external_secrets(system, secrets_tree.get(sname, {}), file, problems)
         services: dict[str, DeployedService] = {}
         for svc_name, svc in system.services.items():
@@ -463,7 +474,7 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
             image_name = system.image_of(svc_name)
             if image_name in images:
                 services[svc_name] = DeployedService(sname, svc_name, svc, images[image_name], image_name, hostname, env_vars)
-        deployed[sname] = DeployedSystem(system, services, external, images)
+        deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate))
     if problems:
         raise ConfigError(problems)
     return deployed

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .catalog import Strict
+
+# Instance classes RDS offers for PostgreSQL (families and sizes), and ElastiCache node types.
+RDS_POSTGRES_CLASSES = (
+    r"^db\.(t3\.(micro|small|medium|large|xlarge|2xlarge)|t4g\.(micro|small|medium|large|xlarge|2xlarge)"
+    r"|(m5|m6i|m7i|r5|r6i|r7i)\.(large|xlarge|2xlarge|4xlarge|8xlarge|12xlarge|16xlarge|24xlarge)"
+    r"|(m6g|m7g|r6g|r7g)\.(large|xlarge|2xlarge|4xlarge|8xlarge|12xlarge|16xlarge))$"
+)
+CACHE_NODE_TYPES = (
+    r"^cache\.(t3\.(micro|small|medium)|t4g\.(micro|small|medium)"
+    r"|(m5|m6g|m7g|r5|r6g|r7g)\.(large|xlarge|2xlarge|4xlarge|8xlarge|12xlarge|16xlarge))$"
+)
 
 # CloudWatch Logs accepts only these retention values (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
@@ -29,8 +40,8 @@ class NetworkPreset(Strict):
 class PostgresPreset(Strict):
     engine_major: Literal[16, 17] = 16
     """Postgres major version. Default: 16. Warning: changing it is a major-version upgrade."""
-    instance_class: str = "db.t4g.micro"
-    """RDS instance class. Default: ``db.t4g.micro``."""
+    instance_class: str = Field(default="db.t4g.micro", pattern=RDS_POSTGRES_CLASSES)
+    """RDS instance class (a Postgres-capable family: t3, t4g, m5, m6g/i, m7g/i, r5, r6g/i, r7g/i). Default: ``db.t4g.micro``."""
     allocated_storage_gb: int = Field(default=20, ge=20, le=65536)
     """Initial gp3 storage. Default: 20 (the gp3 minimum)."""
     max_allocated_storage_gb: int = Field(default=100, ge=20, le=65536)
@@ -50,12 +61,20 @@ class PostgresPreset(Strict):
 
 
 class RedisPreset(Strict):
-    node_type: str = "cache.t4g.micro"
-    """ElastiCache node type. Default: ``cache.t4g.micro``."""
+    node_type: str = Field(default="cache.t4g.micro", pattern=CACHE_NODE_TYPES)
+    """ElastiCache node type (t3, t4g, m5, m6g, m7g, r5, r6g, r7g). Default: ``cache.t4g.micro``."""
     nodes: int = Field(default=1, ge=1, le=6)
     """Primary plus replicas. Default: 1; prod: 2 (automatic failover across AZs)."""
     snapshot_retention_days: int = Field(default=1, ge=0, le=35)
     """Daily snapshots kept. Default: 1; prod: 7."""
+    multi_az: bool | None = None
+    """Replica in another AZ with automatic failover. Default: on when ``nodes`` > 1."""
+
+    @model_validator(mode="after")
+    def _multi_az_needs_a_replica(self) -> RedisPreset:
+        if self.multi_az and self.nodes < 2:
+            raise ValueError("multi_az needs a replica: set nodes to 2 or more")
+        return self
 
 
 class ComputePreset(Strict):
@@ -91,6 +110,20 @@ class LogsPreset(Strict):
         return days
 
 
+class SecurityPreset(Strict):
+    kms_deletion_window_days: int = Field(default=7, ge=7, le=30)
+    """Days a deleted environment key stays recoverable. Default: 7; prod: 30."""
+    secret_recovery_days: int = 0
+    """Days a deleted secret stays recoverable: 0 (delete at once) or 7-30. Default: 0; staging 7; prod 30."""
+
+    @field_validator("secret_recovery_days")
+    @classmethod
+    def _window(cls, days: int) -> int:
+        if days != 0 and not 7 <= days <= 30:
+            raise ValueError("must be 0 (delete at once) or 7 to 30 days (Secrets Manager)")
+        return days
+
+
 class Preset(Strict):
     """Everything that differs between environments."""
 
@@ -99,6 +132,15 @@ class Preset(Strict):
     redis: RedisPreset = RedisPreset()
     compute: ComputePreset = ComputePreset()
     logs: LogsPreset = LogsPreset()
+    security: SecurityPreset = SecurityPreset()
+    acknowledge_unprotected_data: bool = False
+    """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection."""
+
+    @model_validator(mode="after")
+    def _prod_data_protected(self) -> Preset:
+        if self.compute.require_digests and not self.postgres.deletion_protection and not self.acknowledge_unprotected_data:
+            raise ValueError("postgres.deletion_protection is off in a production preset; set overrides.acknowledge_unprotected_data: true if you mean it")
+        return self
 
 
 # Only the differences from the model defaults are written here.
@@ -108,6 +150,7 @@ PRESETS: dict[str, dict] = {
         "compute": {"spot": True, "web_max_tasks": 2},
     },
     "staging": {
+        "security": {"secret_recovery_days": 7},
         "postgres": {"instance_class": "db.t4g.small", "backup_retention_days": 7},
         "redis": {"node_type": "cache.t4g.small", "snapshot_retention_days": 3},
         "compute": {"web_min_tasks": 2, "web_max_tasks": 2},
@@ -132,6 +175,7 @@ PRESETS: dict[str, dict] = {
             "exec_enabled": False,
         },
         "logs": {"retention_days": 365},
+        "security": {"kms_deletion_window_days": 30, "secret_recovery_days": 30},
     },
 }
 

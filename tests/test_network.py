@@ -77,6 +77,8 @@ def test_adopting_an_existing_vpc_creates_no_network_resource(project):
         }
 
     cap = plan("test", project("dev", adopt))
-    assert not [r for r in cap.resources if r.type.startswith(T)]
+    network = cap.one("platform:network:Network")
+    assert cap.children_of(network.urn) == []
+    assert all(r.inputs.get("vpcId") == "vpc-0123456789abcdef0" for r in cap.of_type(T + "securityGroup:SecurityGroup"))
     assert cap.outputs["vpc_id"] == "vpc-0123456789abcdef0"
     assert cap.outputs["private_subnet_ids"] == ["subnet-0000000000000000c", "subnet-0000000000000000d"]

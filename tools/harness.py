@@ -140,6 +140,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state.setdefault("id", rid)
         if "name" not in state and args.typ.startswith("aws:"):
             state["name"] = f"{args.name}-{rid[-7:]}"
+        computed = {
+            "aws:kms/key:Key": {"keyId": rid},
+            "aws:rds/instance:Instance": {"address": f"{args.inputs.get('identifier', rid)}.abc123.{self.region}.rds.amazonaws.com"},
+            "aws:elasticache/replicationGroup:ReplicationGroup": {
+                "primaryEndpointAddress": f"master.{args.inputs.get('replicationGroupId', rid)}.abc123.use1.cache.amazonaws.com"
+            },
+            "random:index/randomPassword:RandomPassword": {"result": "offline0password0" + rid[-8:]},
+            "random:index/randomBytes:RandomBytes": {"base64": "b2ZmbGluZQ==", "hex": "6f66666c696e65"},
+            "aws:secretsmanager/secretVersion:SecretVersion": {"versionId": "v-" + hashlib.sha256(str(args.inputs).encode()).hexdigest()[:12]},
+        }
+        state.update(computed.get(args.typ, {}))
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:

@@ -1,0 +1,65 @@
+"""The environment's KMS key: encrypts secrets, RDS, ElastiCache and CloudWatch log groups.
+
+Children: ``aws:kms/key:Key`` (``<name>-key``, yearly rotation on) and ``aws:kms/alias:Alias``.
+The key policy gives the account root full control (so IAM policies decide who uses it, the AWS
+default) and lets CloudWatch Logs in this region use it for log groups of this account, which a log
+group's ``kmsKeyId`` requires.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentKeyArgs:
+    account_id: pulumi.Input[str]
+    region: str
+    alias: str
+    """Alias without the ``alias/`` prefix, e.g. ``platform-prod``."""
+    deletion_window_days: int = 30
+    """Days a deleted key can still be recovered (7-30). Default: 30."""
+
+
+class EnvironmentKey(pulumi.ComponentResource):
+    """One customer-managed key per environment, rotation on."""
+
+    arn: pulumi.Output[str]
+    """Key ARN, for ``kmsKeyId`` arguments and IAM ``kms:Decrypt`` grants."""
+
+    def __init__(self, name: str, args: EnvironmentKeyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:security:EnvironmentKey", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        policy = pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(_key_policy(account, args.region)))
+        key = aws.kms.Key(
+            f"{name}-key",
+            description=f"platform {args.alias}: secrets, databases, caches and logs",
+            enable_key_rotation=True,
+            deletion_window_in_days=args.deletion_window_days,
+            policy=policy,
+            opts=child,
+        )
+        aws.kms.Alias(f"{name}-alias", name=f"alias/{args.alias}", target_key_id=key.key_id, opts=child)
+        self.arn = key.arn
+        self.register_outputs({"arn": self.arn})
+
+
+def _key_policy(account: str, region: str) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "AccountAdmin", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*"},
+            {
+                "Sid": "CloudWatchLogs",
+                "Effect": "Allow",
+                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                "Resource": "*",
+                "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:log-group:*"}},
+            },
+        ],
+    }

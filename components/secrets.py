@@ -1,0 +1,116 @@
+"""A system's secrets in Secrets Manager, from the catalog's declarations.
+
+Children per secret: ``aws:secretsmanager/secret:Secret`` named ``<env>/<system>/<NAME>`` (per-service
+external secrets: ``<env>/<system>/<service>/<NAME>``), encrypted with the environment key, and where we
+own the value an ``aws:secretsmanager/secretVersion:SecretVersion``. Generated values come from
+``random:index/randomBytes:RandomBytes`` (base64 or hex) or ``random:index/randomPassword:RandomPassword``.
+
+Sources:
+
+- generated: random, with the catalog's length and encoding; a new value when the stack file bumps the
+  secret's rotation key.
+- external: written when the stack file has a value (``pulumi config set --secret``). Without one, the
+  secret is created empty and Pulumi never writes a version, so a value an operator puts there later
+  (console, CLI) is never overwritten.
+- derived: DATABASE_URL and REDIS_URL, composed by the Postgres and Redis components.
+
+``arns_for(service)`` is exactly what that service may read: the services component builds its
+least-privilege execution role and its ECS ``secrets`` from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from stacks.catalog import SecretSource, System
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemSecretsArgs:
+    env: str
+    system: System
+    kms_key_arn: pulumi.Input[str]
+    recovery_window_days: int
+    """0 deletes at once (dev); 7-30 keeps a deleted secret recoverable."""
+    external_values: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    """Config path (``secrets.<system>.<NAME>[.<service>]``) -> value from the stack's encrypted config."""
+    derived_values: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    """DATABASE_URL / REDIS_URL -> composed value."""
+    rotation: Mapping[str, int] = field(default_factory=dict)
+    """Generated secret name -> rotation key; bumping it makes a new value."""
+
+
+class SystemSecrets(pulumi.ComponentResource):
+    """Every secret one system declares."""
+
+    def __init__(self, name: str, args: SystemSecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:security:SystemSecrets", name, None, opts)
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._args = args
+        self._arns: dict[tuple[str, str | None], pulumi.Output[str]] = {}
+        self.versions: dict[tuple[str, str | None], pulumi.Output[str]] = {}
+        """(NAME, service or None) -> version id of the value we wrote; changes when the value changes."""
+        system = args.system
+        for secret_name, spec in system.secrets.items():
+            users = [s for s, svc in system.services.items() if secret_name in svc.secrets]
+            if spec.source is SecretSource.external and spec.per_service:
+                for service in users:
+                    path = f"secrets.{system.name}.{secret_name}.{service}"
+                    self._secret(secret_name, service, spec.description, args.external_values.get(path))
+            elif spec.source is SecretSource.external:
+                path = f"secrets.{system.name}.{secret_name}"
+                self._secret(secret_name, None, spec.description, args.external_values.get(path))
+            elif spec.source is SecretSource.derived:
+                self._secret(secret_name, None, f"composed from the {spec.derived_from} we provision", args.derived_values[secret_name])
+            else:
+                self._secret(secret_name, None, spec.description, self._generate(secret_name, spec.length or 32, spec.encoding or "alphanumeric"))
+        self.register_outputs({})
+
+    def _generate(self, secret_name: str, length: int, encoding: str) -> pulumi.Output[str]:
+        key = self._key(secret_name, None)
+        keepers = {"rotation": str(self._args.rotation.get(secret_name, 0))}
+        if encoding == "alphanumeric":
+            return random.RandomPassword(f"{key}-value", length=length, special=False, keepers=keepers, opts=self._child).result
+        raw = random.RandomBytes(f"{key}-value", length=length, keepers=keepers, opts=self._child)
+        return pulumi.Output.secret(raw.base64 if encoding == "base64" else raw.hex)
+
+    def _key(self, secret_name: str, service: str | None) -> str:
+        slug = secret_name.lower().replace("_", "-")
+        return f"{self._args.system.name}-{service}-{slug}" if service else f"{self._args.system.name}-{slug}"
+
+    def _secret(self, secret_name: str, service: str | None, description: str, value: pulumi.Output[str] | None) -> None:
+        a = self._args
+        path = "/".join(p for p in (a.env, a.system.name, service, secret_name) if p)
+        key = self._key(secret_name, service)
+        secret = aws.secretsmanager.Secret(
+            key,
+            name=path,
+            description=description or f"{a.system.name} {secret_name}",
+            kms_key_id=a.kms_key_arn,
+            recovery_window_in_days=a.recovery_window_days,
+            opts=self._child,
+        )
+        self._arns[(secret_name, service)] = secret.arn
+        if value is not None:
+            version = aws.secretsmanager.SecretVersion(key, secret_id=secret.arn, secret_string=pulumi.Output.secret(value), opts=self._child)
+            self.versions[(secret_name, service)] = version.version_id
+
+    def arns_for(self, service: str) -> dict[str, pulumi.Output[str]]:
+        """Env var name -> secret ARN, for exactly the secrets ``service`` declares."""
+        out = {}
+        for secret_name in self._args.system.services[service].secrets:
+            out[secret_name] = self._arns.get((secret_name, service)) or self._arns[(secret_name, None)]
+        return out
+
+    def versions_for(self, service: str) -> list[pulumi.Output[str]]:
+        """Version ids of the values ``service`` reads that we write: a change must roll the service."""
+        return [
+            v
+            for secret_name in self._args.system.services[service].secrets
+            if (v := self.versions.get((secret_name, service)) or self.versions.get((secret_name, None))) is not None
+        ]
