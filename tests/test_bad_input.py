@@ -141,51 +141,40 @@ def test_prod_takes_digests_only(project):
     assert "digests only" in err.problems[0].message
 
 
-def test_port_out_of_range_in_catalog(tmp_path):
-    # GIVEN a catalog entry whose port is out of range
-    src = (load_catalog_dir() / "darwin.yaml").read_text().replace("port: 3000", "port: 70000")
-    (tmp_path / "darwin.yaml").write_text(src)
-    # WHEN it is loaded THEN the error names the catalog file and the key path
+def catalog_problems(tmp_path, system: str, old: str, new: str):
+    """GIVEN the real catalog entry of ``system`` with ``old`` replaced by ``new``, WHEN loaded: its problems."""
+    src = (load_catalog_dir() / f"{system}.yaml").read_text()
+    assert old in src
+    (tmp_path / f"{system}.yaml").write_text(src.replace(old, new))
     with pytest.raises(ConfigError) as info:
-        load_system(tmp_path / "darwin.yaml")
-    (problem,) = info.value.problems
-    assert problem.file == "stacks/apps/darwin.yaml"
-    assert problem.key == "services.app.port"
+        load_system(tmp_path / f"{system}.yaml")
+    return info.value.problems
+
+
+def test_port_out_of_range_in_catalog(tmp_path):
+    (problem,) = catalog_problems(tmp_path, "darwin", "port: 3000", "port: 70000")
+    assert (problem.file, problem.key) == ("stacks/apps/darwin.yaml", "services.app.port")
     assert "less than or equal to 65535" in problem.message
 
 
 def test_service_using_undeclared_secret_in_catalog(tmp_path):
-    src = (load_catalog_dir() / "darwin.yaml").read_text().replace("secrets: [REDIS_URL,", "secrets: [STRIPE_KEY, REDIS_URL,")
-    (tmp_path / "darwin.yaml").write_text(src)
-    with pytest.raises(ConfigError) as info:
-        load_system(tmp_path / "darwin.yaml")
-    (problem,) = info.value.problems
+    (problem,) = catalog_problems(tmp_path, "darwin", "secrets: [REDIS_URL,", "secrets: [STRIPE_KEY, REDIS_URL,")
     assert problem.key == "services.app.secrets[0]"
     assert "'STRIPE_KEY' is not declared in this system's 'secrets'" in problem.message
 
 
 def test_web_service_without_health_check_in_catalog(tmp_path):
-    src = (load_catalog_dir() / "darwin.yaml").read_text().replace("    health: {path: /api/health}\n", "")
-    (tmp_path / "darwin.yaml").write_text(src)
-    with pytest.raises(ConfigError) as info:
-        load_system(tmp_path / "darwin.yaml")
-    assert "a web service needs 'port' and 'health'" in str(info.value)
+    (problem,) = catalog_problems(tmp_path, "darwin", "    health: {path: /api/health}\n", "")
+    assert "a web service needs 'port' and 'health'" in problem.message
 
 
 def test_start_order_cycle_in_catalog(tmp_path):
-    src = (load_catalog_dir() / "twinkle.yaml").read_text().replace("    command: [pnpm, --filter", "    start_after: [worker]\n    command: [pnpm, --filter")
-    (tmp_path / "twinkle.yaml").write_text(src)
-    with pytest.raises(ConfigError) as info:
-        load_system(tmp_path / "twinkle.yaml")
-    assert "cycle" in str(info.value)
+    problems = catalog_problems(tmp_path, "twinkle", "    command: [pnpm, --filter", "    start_after: [worker]\n    command: [pnpm, --filter")
+    assert any("cycle" in p.message for p in problems)
 
 
 def test_unknown_key_in_catalog_lists_allowed_keys(tmp_path):
-    src = (load_catalog_dir() / "darwin.yaml").read_text().replace("    port: 3000", "    port: 3000\n    prot: 3000")
-    (tmp_path / "darwin.yaml").write_text(src)
-    with pytest.raises(ConfigError) as info:
-        load_system(tmp_path / "darwin.yaml")
-    (problem,) = info.value.problems
+    (problem,) = catalog_problems(tmp_path, "darwin", "    port: 3000", "    port: 3000\n    prot: 3000")
     assert problem.key == "services.app.prot"
     assert "allowed keys:" in problem.message and "port" in problem.message
 
