@@ -31,7 +31,7 @@ from . import subnets
 from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog
 from .errors import ConfigError, Problem, from_validation_error
 from .presets import PRESETS, Preset, deep_merge
-from .yamlio import Secure, read_yaml
+from .yamlio import Secure, contains_secure, read_yaml
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
 
@@ -275,7 +275,7 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
 
     # Anything that is still a Secure marker outside ``secrets`` is a secret where none is expected.
     for key, value in ours.items():
-        if _contains_secure(value):
+        if contains_secure(value):
             problems.append(Problem(file, f"{PROJECT}:{key}", "holds an encrypted value; only 'platform:secrets' takes secrets"))
     if problems:
         raise ConfigError(problems)
@@ -306,16 +306,6 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
         systems=systems,
         file=file,
     )
-
-
-def _contains_secure(node: Any) -> bool:
-    if isinstance(node, Secure):
-        return True
-    if isinstance(node, dict):
-        return any(_contains_secure(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_contains_secure(v) for v in node)
-    return False
 
 
 def _plaintext_secrets(tree: Any, file: str, path: str = f"{PROJECT}:secrets") -> list[Problem]:

@@ -26,6 +26,15 @@ class Secure:
         return "Secure(...)"
 
 
+def contains_secure(node: Any) -> bool:
+    """True when ``node`` is, or holds anywhere inside it, an encrypted value."""
+    if isinstance(node, Secure):
+        return True
+    if isinstance(node, dict):
+        return any(contains_secure(v) for v in node.values())
+    return isinstance(node, list) and any(contains_secure(v) for v in node)
+
+
 def _mark_secure(node: Any) -> Any:
     if isinstance(node, dict):
         if set(node) == {"secure"} and isinstance(node["secure"], str):

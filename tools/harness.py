@@ -13,6 +13,7 @@ trip in a real preview.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import runpy
 import sys
@@ -27,7 +28,7 @@ from pulumi.runtime import mocks as pmocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from stacks.yamlio import Secure, read_yaml
+from stacks.yamlio import Secure, contains_secure, read_yaml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "platform"
@@ -225,8 +226,6 @@ def engine_config(stack: str, project_dir: Path) -> tuple[dict[str, str], list[s
     Encrypted values cannot be decrypted offline; each becomes a placeholder (still marked secret, so
     it is redacted everywhere it flows).
     """
-    import json
-
     raw = read_yaml(project_dir / f"Pulumi.{stack}.yaml") or {}
     values: dict[str, str] = {}
     secret_keys: list[str] = []
@@ -240,18 +239,11 @@ def engine_config(stack: str, project_dir: Path) -> tuple[dict[str, str], list[s
             return [plain(v, f"{path}[{i}]") for i, v in enumerate(node)]
         return node
 
-    def has_secure(node: Any) -> bool:
-        if isinstance(node, Secure):
-            return True
-        if isinstance(node, dict):
-            return any(has_secure(v) for v in node.values())
-        return isinstance(node, list) and any(has_secure(v) for v in node)
-
     for key, value in (raw.get("config") or {}).items():
         key = key if ":" in key else f"{PROJECT}:{key}"
         v = plain(value, key)
         values[key] = v if isinstance(v, str) else json.dumps(v)
-        if has_secure(value):
+        if contains_secure(value):
             secret_keys.append(key)
     return values, secret_keys
 
