@@ -1,8 +1,9 @@
 """Builds one environment from a validated :class:`~stacks.config.PlatformConfig`.
 
-Shared per environment: the KMS key and the network. Per system: its Postgres and Redis where the
-catalog asks for them, and its secrets. This module only wires components together; each decision
-about a resource lives in its component.
+Shared per environment: the KMS key, the network, the ECS cluster, the image repositories and one
+load balancer. Per system: its Postgres and Redis where the catalog asks for them, its secrets and its
+services, created in the system's start order. This module only wires components together; each
+decision about a resource lives in its component.
 """
 
 from __future__ import annotations
@@ -14,14 +15,23 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from stacks.catalog import ServiceKind
 from stacks.config import PROJECT, DeployedSystem, PlatformConfig, load_platform
 from stacks.errors import ConfigError
 
+from .alb import Alb, AlbArgs
+from .cluster import Cluster, ClusterArgs
 from .kms import EnvironmentKey, EnvironmentKeyArgs
 from .network import Network, NetworkArgs
 from .postgres import Postgres, PostgresArgs
 from .redis import Redis, RedisArgs
+from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
+from .service import Connection, Service, ServiceArgs
+
+# ALB idle timeout when a service holds connections open (offerhub's SSE, aurum's WebSocket). Clients
+# and servers send heartbeats well inside it; 3600 s is what the ALB allows up to 4000.
+LONG_IDLE_TIMEOUT_SECONDS = 3600
 
 
 @dataclass
@@ -29,12 +39,27 @@ class SystemData:
     postgres: Postgres | None
     redis: Redis | None
     secrets: SystemSecrets
+    services: dict[str, Service] = field(default_factory=dict)
+
+
+@dataclass
+class Shared:
+    """What every system's services use."""
+
+    account_id: pulumi.Output[str]
+    key: EnvironmentKey
+    network: Network
+    cluster: Cluster
+    registry: Registry
+    alb: Alb | None
 
 
 @dataclass
 class Platform:
     key: EnvironmentKey
     network: Network
+    cluster: Cluster
+    alb: Alb | None
     systems: dict[str, SystemData] = field(default_factory=dict)
 
 
@@ -74,16 +99,112 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             existing=cfg.network.existing,
         ),
     )
-    platform = Platform(key=key, network=network)
+    cluster = Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot))
+    registry_cfg = cfg.stack_config.registry
+    registry = Registry(
+        "registry",
+        RegistryArgs(
+            repositories=sorted({f"{s.name}/{image}" for s in cfg.systems.values() for image in s.system.images}),
+            create=registry_cfg.create,
+            account_id=registry_cfg.account_id or account_id,
+            region=cfg.region,
+            pull_accounts=registry_cfg.pull_accounts,
+        ),
+    )
+    web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
+    alb = None
+    if web:
+        alb = Alb(
+            "alb",
+            AlbArgs(
+                vpc_id=network.vpc_id,
+                public_subnet_ids=network.public_subnet_ids,
+                account_id=account_id,
+                hosts={svc.key: svc.hostname for svc in web},
+                domain=cfg.domain,
+                hosted_zone_id=cfg.stack_config.hosted_zone_id,
+                certificate_arn=cfg.stack_config.certificate_arn,
+                strict_paths={svc.key: svc.spec.strict_paths for svc in web if svc.spec.strict_paths},
+                idle_timeout_seconds=LONG_IDLE_TIMEOUT_SECONDS if any(svc.spec.long_lived_connections for svc in web) else 60,
+                settings=preset.edge,
+            ),
+        )
+    shared = Shared(account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb)
+    platform = Platform(key=key, network=network, cluster=cluster, alb=alb)
     for system in cfg.systems.values():
-        platform.systems[system.name] = _data_tier(cfg, system, key, network, external_secrets)
+        data = _data_tier(cfg, system, key, network, external_secrets)
+        data.services = _services(cfg, system, data, shared)
+        platform.systems[system.name] = data
 
+    services = {s.deployed.key: s for d in platform.systems.values() for s in d.services.values()}
     pulumi.export("environment", cfg.env)
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("private_subnet_ids", network.private_subnet_ids)
     pulumi.export("images", {svc.key: str(svc.image) for svc in cfg.services()})
     pulumi.export("databases", {n: d.postgres.address for n, d in platform.systems.items() if d.postgres})
+    pulumi.export("cluster_name", cluster.name)
+    pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
+    pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
+    pulumi.export(
+        "webhook_urls",
+        {
+            key: {path.rstrip("/").rsplit("/", 1)[-1]: s.url.apply(lambda u, p=path: u + p) for path in s.deployed.spec.webhooks}
+            for key, s in services.items()
+            if s.url is not None and s.deployed.spec.webhooks
+        },
+    )
     return platform
+
+
+def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared) -> dict[str, Service]:
+    """The system's services in start order; each waits for the ones it starts after."""
+    system = deployed.system
+    migration = system.migration
+    order = sorted(deployed.services.values(), key=lambda svc: (system.start_rank(svc.name), svc.name))
+    built: dict[str, Service] = {}
+    for svc in order:
+        spec = svc.spec
+        connections, stores = [], []
+        for secret_name in spec.secrets:
+            source = system.secrets[secret_name].derived_from
+            if source == "postgres" and data.postgres:
+                connections.append(Connection("db", data.postgres.security_group_id, data.postgres.port))
+                stores.append(data.postgres.instance)
+            elif source == "redis" and data.redis:
+                connections.append(Connection("cache", data.redis.security_group_id, data.redis.port))
+                stores.append(data.redis.group)
+        waits_for = [built[name].service for name in system.waits_for(svc.name) if name in built]
+        runs_migration = migration is not None and migration.service == svc.name
+        extra_env = {}
+        if spec.public_url_env and shared.alb:
+            extra_env[spec.public_url_env] = shared.alb.url(svc.key)
+        repository = f"{system.name}/{svc.image_name}"
+        built[svc.name] = Service(
+            svc.key,
+            ServiceArgs(
+                deployed=svc,
+                env=cfg.env,
+                region=cfg.region,
+                account_id=shared.account_id,
+                cluster_arn=shared.cluster.arn,
+                cluster_name=shared.cluster.name,
+                vpc_id=shared.network.vpc_id,
+                subnet_ids=shared.network.private_subnet_ids,
+                kms_key_arn=shared.key.arn,
+                image_uri=shared.registry.image_uri(repository, svc.image),
+                repository_arns=[] if svc.image.repository else shared.registry.arns([repository]),
+                secret_arns=data.secrets.arns_for(svc.name),
+                secrets_revision=data.secrets.versions_for(svc.name),
+                extra_env=extra_env,
+                compute=cfg.preset.compute,
+                log_retention_days=cfg.preset.logs.retention_days,
+                alb=shared.alb if spec.kind is ServiceKind.web else None,
+                connections=connections,
+                migration=migration if runs_migration else None,
+                depends_on=[*stores, *waits_for],
+            ),
+        )
+    return built
 
 
 def _data_tier(cfg: PlatformConfig, deployed: DeployedSystem, key: EnvironmentKey, network: Network, external: pulumi.Output[Any] | None) -> SystemData:

@@ -54,7 +54,9 @@ class SystemSecrets(pulumi.ComponentResource):
         self._args = args
         self._arns: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         self.versions: dict[tuple[str, str | None], pulumi.Output[str]] = {}
-        """(NAME, service or None) -> version id of the value we wrote; changes when the value changes."""
+        """(NAME, service or None) -> version id of a generated or external value we wrote; changes with the
+        value. Derived values are not tracked here: their version waits for the data store, and a service
+        must not wait for that just to render its task definition. Their rotation keys roll the services."""
         system = args.system
         for secret_name, spec in system.secrets.items():
             users = [s for s, svc in system.services.items() if secret_name in svc.secrets]
@@ -66,7 +68,7 @@ class SystemSecrets(pulumi.ComponentResource):
                 path = f"secrets.{system.name}.{secret_name}"
                 self._secret(secret_name, None, spec.description, args.external_values.get(path))
             elif spec.source is SecretSource.derived:
-                self._secret(secret_name, None, f"composed from the {spec.derived_from} we provision", args.derived_values[secret_name])
+                self._secret(secret_name, None, f"composed from the {spec.derived_from} we provision", args.derived_values[secret_name], track=False)
             else:
                 self._secret(secret_name, None, spec.description, self._generate(secret_name, spec.length or 32, spec.encoding or "alphanumeric"))
         self.register_outputs({})
@@ -83,7 +85,7 @@ class SystemSecrets(pulumi.ComponentResource):
         slug = secret_name.lower().replace("_", "-")
         return f"{self._args.system.name}-{service}-{slug}" if service else f"{self._args.system.name}-{slug}"
 
-    def _secret(self, secret_name: str, service: str | None, description: str, value: pulumi.Output[str] | None) -> None:
+    def _secret(self, secret_name: str, service: str | None, description: str, value: pulumi.Output[str] | None, track: bool = True) -> None:
         a = self._args
         path = "/".join(p for p in (a.env, a.system.name, service, secret_name) if p)
         key = self._key(secret_name, service)
@@ -98,7 +100,8 @@ class SystemSecrets(pulumi.ComponentResource):
         self._arns[(secret_name, service)] = secret.arn
         if value is not None:
             version = aws.secretsmanager.SecretVersion(key, secret_id=secret.arn, secret_string=pulumi.Output.secret(value), opts=self._child)
-            self.versions[(secret_name, service)] = version.version_id
+            if track:
+                self.versions[(secret_name, service)] = version.version_id
 
     def arns_for(self, service: str) -> dict[str, pulumi.Output[str]]:
         """Env var name -> secret ARN, for exactly the secrets ``service`` declares."""
@@ -108,9 +111,13 @@ class SystemSecrets(pulumi.ComponentResource):
         return out
 
     def versions_for(self, service: str) -> list[pulumi.Output[str]]:
-        """Version ids of the values ``service`` reads that we write: a change must roll the service."""
-        return [
-            v
-            for secret_name in self._args.system.services[service].secrets
-            if (v := self.versions.get((secret_name, service)) or self.versions.get((secret_name, None))) is not None
-        ]
+        """What must roll ``service`` when it changes: version ids of the generated and external values it
+        reads that we write, and the rotation keys of the derived ones."""
+        out: list[pulumi.Output[str]] = []
+        for secret_name in self._args.system.services[service].secrets:
+            version = self.versions.get((secret_name, service)) or self.versions.get((secret_name, None))
+            if version is not None:
+                out.append(version)
+            elif self._args.system.secrets[secret_name].source is SecretSource.derived:
+                out.append(pulumi.Output.from_input(f"{secret_name}@{self._args.rotation.get(secret_name, 0)}"))
+        return out

@@ -27,6 +27,28 @@ ENV_VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=20)]
 """A system or service name: lower-case kebab, at most 20 characters (it ends up in AWS names)."""
 
+# Fargate's task sizes: CPU units -> allowed memory (MiB). Source: ECS developer guide, "Task CPU and memory".
+FARGATE_SIZES: dict[int, range] = {
+    256: range(512, 2049, 512),
+    512: range(1024, 4097, 1024),
+    1024: range(2048, 8193, 1024),
+    2048: range(4096, 16385, 1024),
+    4096: range(8192, 30721, 1024),
+    8192: range(16384, 61441, 4096),
+    16384: range(32768, 122881, 8192),
+}
+
+
+def fargate_pair_problem(cpu: int, memory: int) -> str | None:
+    """None when ``cpu``/``memory`` is a Fargate size, else what is allowed."""
+    if cpu not in FARGATE_SIZES:
+        return f"cpu {cpu} is not a Fargate size; allowed: {', '.join(map(str, FARGATE_SIZES))}"
+    allowed = FARGATE_SIZES[cpu]
+    if memory not in allowed:
+        step = allowed.step
+        return f"memory {memory} does not pair with cpu {cpu} on Fargate; allowed: {allowed.start} to {allowed.stop - 1} MiB in steps of {step}"
+    return None
+
 
 class Environment(StrEnum):
     dev = "dev"
@@ -191,6 +213,12 @@ class Service(Strict):
     """ALB stickiness (aurum's WebSocket). Default: false."""
     hostname: str | None = None
     """Host label under the domain. Default: ``<service>.<system>``."""
+    public_url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    """web only: env var that receives this service's public URL (offerhub's PUBLIC_BASE_URL). Default: none."""
+    webhooks: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$")]] = []
+    """web only: paths third parties call back; their full URLs are stack outputs to register. Default: none."""
+    strict_paths: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$", max_length=200)]] = []
+    """web only: path prefixes with the stricter WAF rate limit (darwin's ``/admin``). Default: none."""
 
     @field_validator("env")
     @classmethod
@@ -211,6 +239,11 @@ class Service(Strict):
             raise ValueError("a singleton always runs exactly one task; remove 'scaling.min_tasks/max_tasks'")
         if self.scaling.min_tasks and self.scaling.max_tasks and self.scaling.min_tasks > self.scaling.max_tasks:
             raise ValueError("scaling.min_tasks is larger than scaling.max_tasks")
+        if self.kind is not ServiceKind.web and (self.public_url_env or self.webhooks or self.strict_paths):
+            raise ValueError(f"a {self.kind} service has no public URL: remove 'public_url_env', 'webhooks' and 'strict_paths'")
+        problem = fargate_pair_problem(self.cpu, self.memory)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -295,9 +328,18 @@ class System(Strict):
     def images(self) -> list[str]:
         return sorted({self.image_of(s) for s in self.services})
 
+    def waits_for(self, service: str) -> list[str]:
+        """Services that must be running before ``service`` starts: its ``start_after``, plus the
+        migration's service for every other service that reads DATABASE_URL (never new code on an old schema)."""
+        deps = list(self.services[service].start_after)
+        m = self.migration
+        if m and service != m.service and "DATABASE_URL" in self.services[service].secrets and m.service not in deps:
+            deps.append(m.service)
+        return deps
+
     def start_rank(self, service: str) -> int:
         """Place in the start order: 0 for services that wait on nothing."""
-        deps = self.services[service].start_after
+        deps = self.waits_for(service)
         return 0 if not deps else 1 + max(self.start_rank(d) for d in deps)
 
 
@@ -311,7 +353,7 @@ def _find_cycle(system: System) -> list[str] | None:
         if state.get(name) == 2:
             return None
         state[name] = 1
-        for dep in system.services[name].start_after:
+        for dep in system.waits_for(name):
             found = visit(dep, [*trail, name])
             if found:
                 return found

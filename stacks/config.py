@@ -27,13 +27,14 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from . import subnets
+from . import edge, subnets
 from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog
 from .errors import ConfigError, Problem, from_validation_error
 from .presets import PRESETS, Preset, deep_merge
 from .yamlio import Secure, contains_secure, read_yaml
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
+ACM_NAMES_PER_CERTIFICATE = 10  # ACM's default quota of domain names per certificate
 
 # distribution/reference grammar (the one `docker pull` uses), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -135,6 +136,18 @@ class SystemDeployment(Strict):
     REDIS_URL the AUTH token). Bump a number and ``pulumi up``: new value, services roll."""
 
 
+class RegistryConfig(Strict):
+    """Where the ECR repositories of our images live."""
+
+    create: bool = True
+    """This stack creates the repositories (``<system>/<image>``). Default: true. Set false in every other
+    stack that shares an account or registry with the creating one (repository names are per account)."""
+    account_id: str | None = Field(default=None, pattern=r"^\d{12}$")
+    """Account that owns the repositories when ``create`` is false. Default: this stack's account."""
+    pull_accounts: list[Annotated[str, Field(pattern=r"^\d{12}$")]] = []
+    """With ``create``: other accounts (staging, prod) allowed to pull, for promotion across accounts. Default: none."""
+
+
 class StackConfig(Strict):
     """Everything under ``platform:`` in ``Pulumi.<stack>.yaml``."""
 
@@ -147,6 +160,8 @@ class StackConfig(Strict):
     hosted_zone_id: str | None = Field(default=None, pattern=r"^Z[0-9A-Z]{1,32}$")
     """Route 53 zone for DNS validation and records. Default: none."""
     network: NetworkConfig = NetworkConfig()
+    registry: RegistryConfig = RegistryConfig()
+    """ECR repositories: create them here, or use the ones another stack created."""
     systems: dict[str, SystemDeployment] = Field(min_length=1)
     """The systems this stack deploys, by catalog name."""
     overrides: dict[str, Any] = {}
@@ -285,6 +300,9 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     except ValidationError as err:
         raise from_validation_error(err, file, f"{PROJECT}:", StackConfig) from None
 
+    problems = _stack_rules(sc, file)
+    if problems:
+        raise ConfigError(problems)
     env = sc.preset or stack
     if env not in PRESETS:
         raise ConfigError([Problem(file, f"{PROJECT}:preset", f"stack '{stack}' has no preset of its name; set one of: {', '.join(PRESETS)}")])
@@ -295,6 +313,18 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
 
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
+    hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
+    if sc.domain and not sc.certificate_arn and len(names := edge.certificate_names(sc.domain, hosts)) > ACM_NAMES_PER_CERTIFICATE:
+        raise ConfigError(
+            [
+                Problem(
+                    file,
+                    f"{PROJECT}:domain",
+                    f"the certificate would need {len(names)} names; ACM allows {ACM_NAMES_PER_CERTIFICATE} by default. "
+                    "Raise the quota and set 'platform:certificate_arn' to a certificate you requested, or use fewer host parents",
+                )
+            ]
+        )
     return PlatformConfig(
         stack=stack,
         env=env,
@@ -306,6 +336,26 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
         systems=systems,
         file=file,
     )
+
+
+def _stack_rules(sc: StackConfig, file: str) -> list[Problem]:
+    """Rules across keys of the stack file."""
+    problems = []
+    if sc.domain and not (sc.hosted_zone_id or sc.certificate_arn):
+        problems.append(
+            Problem(
+                file,
+                f"{PROJECT}:domain",
+                "HTTPS needs a certificate: also set 'platform:hosted_zone_id' (we request and DNS-validate one) "
+                "or 'platform:certificate_arn' (an issued ACM certificate)",
+            )
+        )
+    for key in ("hosted_zone_id", "certificate_arn"):
+        if getattr(sc, key) and not sc.domain:
+            problems.append(Problem(file, f"{PROJECT}:{key}", "only applies with 'platform:domain'; set the domain or remove this key"))
+    if sc.registry.account_id and sc.registry.create:
+        problems.append(Problem(file, f"{PROJECT}:registry.account_id", "names another account's repositories; set 'registry.create: false' with it"))
+    return problems
 
 
 def _plaintext_secrets(tree: Any, file: str, path: str = f"{PROJECT}:secrets") -> list[Problem]:

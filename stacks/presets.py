@@ -94,8 +94,10 @@ class ComputePreset(Strict):
     """CPU architecture of every task. Default: ARM64 (about 20 % cheaper on Fargate)."""
     require_digests: bool = False
     """Accept only ``sha256:`` digests as images (what promotion writes). Default: false; prod: true."""
-    exec_enabled: bool = True
-    """ECS Exec for debugging. Default: true; prod: false."""
+    exec_enabled: bool = False
+    """ECS Exec for debugging. Default: false; dev: true. Its agent must write to the container's root
+    filesystem, so with exec on the root filesystem is writable; staging keeps it read-only like prod
+    so a write the app should not make is caught before prod. Not allowed in a production preset."""
 
 
 class LogsPreset(Strict):
@@ -124,6 +126,17 @@ class SecurityPreset(Strict):
         return days
 
 
+class EdgePreset(Strict):
+    deletion_protection: bool = False
+    """The load balancer refuses deletes. Default: false; prod: true."""
+    rate_limit: int = Field(default=2000, ge=10, le=2_000_000_000)
+    """Requests per client IP per 5 minutes before WAF blocks it. Default: 2000."""
+    strict_rate_limit: int = Field(default=100, ge=10, le=2_000_000_000)
+    """The same for a service's ``strict_paths`` (darwin's ``/admin``). Default: 100."""
+    access_log_days: int = Field(default=30, ge=1, le=3650)
+    """Days ALB access logs are kept in S3. Default: 30; prod: 365."""
+
+
 class Preset(Strict):
     """Everything that differs between environments."""
 
@@ -133,8 +146,15 @@ class Preset(Strict):
     compute: ComputePreset = ComputePreset()
     logs: LogsPreset = LogsPreset()
     security: SecurityPreset = SecurityPreset()
+    edge: EdgePreset = EdgePreset()
     acknowledge_unprotected_data: bool = False
     """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection."""
+
+    @model_validator(mode="after")
+    def _no_exec_in_production(self) -> Preset:
+        if self.compute.require_digests and self.compute.exec_enabled:
+            raise ValueError("compute.exec_enabled is not allowed in a production preset (one with require_digests)")
+        return self
 
     @model_validator(mode="after")
     def _prod_data_protected(self) -> Preset:
@@ -147,7 +167,7 @@ class Preset(Strict):
 PRESETS: dict[str, dict] = {
     "dev": {
         "postgres": {"deletion_protection": False, "final_snapshot": False},
-        "compute": {"spot": True, "web_max_tasks": 2},
+        "compute": {"spot": True, "web_max_tasks": 2, "exec_enabled": True},
     },
     "staging": {
         "security": {"secret_recovery_days": 7},
@@ -172,10 +192,10 @@ PRESETS: dict[str, dict] = {
             "worker_max_tasks": 4,
             "autoscaling": True,
             "require_digests": True,
-            "exec_enabled": False,
         },
         "logs": {"retention_days": 365},
         "security": {"kms_deletion_window_days": 30, "secret_recovery_days": 30},
+        "edge": {"deletion_protection": True, "access_log_days": 365},
     },
 }
 

@@ -43,9 +43,11 @@ def test_inputs_use_engine_camel_case(plans):
     assert vpc.inputs["cidrBlock"] == "10.10.0.0/16" and vpc.inputs["enableDnsHostnames"] is True
 
 
-def test_one_invoke_per_preview(plans):
-    # every data-source call is a cloud round trip in CI: only the account id (for the KMS key policy)
-    assert all(cap.invokes == ["aws:index/getCallerIdentity:getCallerIdentity"] for cap in plans.values())
+def test_two_invokes_per_preview(plans):
+    # every data-source call is a cloud round trip in CI: the account id (key and trust policies) and
+    # the region's ELB log-delivery account (access-log bucket policy), once each
+    expected = ["aws:index/getCallerIdentity:getCallerIdentity", "aws:elb/getServiceAccount:getServiceAccount"]
+    assert all(sorted(cap.invokes) == sorted(expected) for cap in plans.values())
 
 
 def test_checked_in_schemas_are_fresh():

@@ -150,6 +150,25 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "random:index/randomPassword:RandomPassword": {"result": "offline0password0" + rid[-8:]},
             "random:index/randomBytes:RandomBytes": {"base64": "b2ZmbGluZQ==", "hex": "6f66666c696e65"},
             "aws:secretsmanager/secretVersion:SecretVersion": {"versionId": "v-" + hashlib.sha256(str(args.inputs).encode()).hexdigest()[:12]},
+            "aws:lb/loadBalancer:LoadBalancer": {
+                "dnsName": f"{args.name}-1234567890.{self.region}.elb.amazonaws.com",
+                "zoneId": "Z35SXDOTRQ7X7K",
+                "arnSuffix": f"app/{args.name}/{rid[-16:]}",
+            },
+            "aws:lb/targetGroup:TargetGroup": {"arnSuffix": f"targetgroup/{args.name}/{rid[-16:]}"},
+            "aws:ecr/repository:Repository": {"repositoryUrl": f"{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{args.inputs.get('name', args.name)}"},
+            "aws:acm/certificate:Certificate": {
+                "domainValidationOptions": [
+                    {
+                        "domainName": n,
+                        "resourceRecordName": f"_x{hashlib.sha256(n.removeprefix('*.').encode()).hexdigest()[:8]}.{n.removeprefix('*.')}.",
+                        "resourceRecordType": "CNAME",
+                        "resourceRecordValue": "_validation.acm-validations.aws.",
+                    }
+                    for n in [args.inputs.get("domainName", ""), *args.inputs.get("subjectAlternativeNames", [])]
+                ]
+            },
+            "aws:route53/record:Record": {"fqdn": str(args.inputs.get("name", "")).rstrip(".")},
         }
         state.update(computed.get(args.typ, {}))
         return rid, state
@@ -158,6 +177,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.capture.invokes.append(args.token)
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/mock", "userId": "mock"}, []
+        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
+            return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
         return {}, []

@@ -1,0 +1,365 @@
+"""The environment's one public entry: an Application Load Balancer, its certificate, WAF and logs.
+
+Children: ``aws:ec2/securityGroup:SecurityGroup`` (the only group open to the internet: 443 and 80 with
+a domain, else one HTTP port per web service), ``aws:lb/loadBalancer:LoadBalancer`` in the public
+subnets, ``aws:lb/listener:Listener`` (HTTPS plus an HTTP redirect, or one HTTP listener per web service
+without a domain), ``aws:acm/certificate:Certificate`` with its DNS validation records and
+``aws:acm/certificateValidation:CertificateValidation`` (unless ``certificate_arn`` is given),
+``aws:route53/record:Record`` (an alias per host), an encrypted private S3 bucket for access logs with
+a lifecycle, and ``aws:wafv2/webAcl:WebAcl`` plus its association.
+
+Services own their target group and listener rule (see ``components/service.py``); this component
+gives each one its listener (:meth:`listener_arn`), a stable rule priority (:meth:`priority`) and its
+public URL (:meth:`url`).
+
+Hardening: invalid header fields dropped, desync mitigation ``defensive``, TLS 1.3 policy, HSTS,
+deletion protection per preset. WAF: a rate limit per client IP, a stricter one on paths a service
+marks ``strict_paths`` (darwin's ``/admin``), then the AWS managed common and known-bad-inputs rules.
+
+Without a domain (a first dev stack) each web service gets its own HTTP listener port (8000-8999,
+stable per service), and only those ports are open. That is plain HTTP: set a domain before real
+traffic.
+
+Cost note: the ALB is about $16/month plus LCUs; WAF $5/month per web ACL, $1 per rule and $0.60 per
+million requests; access logs are S3 storage only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks import edge
+from stacks.presets import EdgePreset
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+HSTS = "max-age=31536000; includeSubDomains"
+WORLD = "0.0.0.0/0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlbArgs:
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: pulumi.Input[list[str]]
+    """At least two AZs (ELB.13)."""
+    account_id: pulumi.Input[str]
+    hosts: Mapping[str, str]
+    """Service key (``<system>-<service>``) -> host: a full name with a domain, else a label (unused)."""
+    domain: str | None = None
+    """Serve HTTPS for ``hosts`` under this domain. Default: none (HTTP listener ports)."""
+    hosted_zone_id: str | None = None
+    """Route 53 zone: DNS validation and an alias record per host. Default: none."""
+    certificate_arn: str | None = None
+    """An issued certificate for the hosts. Default: request and DNS-validate one in ``hosted_zone_id``."""
+    strict_paths: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Service key -> path prefixes with the strict WAF rate limit."""
+    idle_timeout_seconds: int = 60
+    """Seconds an idle connection stays open; long for SSE and WebSocket. Default: 60 (the ALB's)."""
+    settings: EdgePreset = field(default_factory=EdgePreset)
+
+
+class Alb(pulumi.ComponentResource):
+    """One internet-facing ALB for every web service of the environment."""
+
+    security_group_id: pulumi.Output[str]
+    """Services admit this group on their port."""
+    arn_suffix: pulumi.Output[str]
+    """For CloudWatch metrics (``LoadBalancer`` dimension)."""
+    dns_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AlbArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:edge:Alb", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self._args = args
+        self.https = args.domain is not None
+        keys = sorted(args.hosts)
+        self._priorities = edge.stable_slots(keys, edge.PRIORITIES) if self.https else dict.fromkeys(keys, 1)
+        self.http_ports = {} if self.https else edge.stable_slots(keys, edge.HTTP_PORTS)
+        """Service key -> its HTTP listener port (no domain only)."""
+        s = args.settings
+
+        sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description="load balancer: the only group open to the internet", opts=child)
+        open_ports = {"https": 443, "http": 80} if self.https else {f"http-{k}": p for k, p in self.http_ports.items()}
+        for role, port in open_ports.items():
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-{role}-in",
+                security_group_id=sg.id,
+                cidr_ipv4=WORLD,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=f"{role} from the internet",
+                opts=child,
+            )
+
+        logs = self._log_bucket(name, args)
+        self.lb = aws.lb.LoadBalancer(
+            f"{name}-lb",
+            load_balancer_type="application",
+            internal=False,
+            subnets=args.public_subnet_ids,
+            security_groups=[sg.id],
+            idle_timeout=args.idle_timeout_seconds,
+            drop_invalid_header_fields=True,
+            desync_mitigation_mode="defensive",
+            enable_deletion_protection=s.deletion_protection,
+            access_logs=aws.lb.LoadBalancerAccessLogsArgs(bucket=logs.bucket, enabled=True, prefix="alb"),
+            opts=child,
+        )
+
+        self._listeners: dict[str, aws.lb.Listener] = {}
+        if self.https:
+            certificate_arn = self._certificate(name, args)
+            https = aws.lb.Listener(
+                f"{name}-https",
+                load_balancer_arn=self.lb.arn,
+                port=443,
+                protocol="HTTPS",
+                ssl_policy=TLS_POLICY,
+                certificate_arn=certificate_arn,
+                routing_http_response_strict_transport_security_header_value=HSTS,
+                default_actions=[_not_found()],
+                opts=child,
+            )
+            aws.lb.Listener(
+                f"{name}-http",
+                load_balancer_arn=self.lb.arn,
+                port=80,
+                protocol="HTTP",
+                default_actions=[
+                    aws.lb.ListenerDefaultActionArgs(
+                        type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(port="443", protocol="HTTPS", status_code="HTTP_301")
+                    )
+                ],
+                opts=child,
+            )
+            self._listeners = dict.fromkeys(keys, https)
+            if args.hosted_zone_id:
+                for key in keys:
+                    aws.route53.Record(
+                        f"{name}-{key}-dns",
+                        zone_id=args.hosted_zone_id,
+                        name=args.hosts[key],
+                        type="A",
+                        aliases=[aws.route53.RecordAliasArgs(name=self.lb.dns_name, zone_id=self.lb.zone_id, evaluate_target_health=True)],
+                        opts=child,
+                    )
+        else:
+            for key, port in self.http_ports.items():
+                self._listeners[key] = aws.lb.Listener(
+                    f"{name}-{key}-http", load_balancer_arn=self.lb.arn, port=port, protocol="HTTP", default_actions=[_not_found()], opts=child
+                )
+
+        self._waf(name, args)
+        self.security_group_id = sg.id
+        self.arn_suffix = self.lb.arn_suffix
+        self.dns_name = self.lb.dns_name
+        self.register_outputs({"dns_name": self.dns_name, "security_group_id": self.security_group_id})
+
+    # ------------------------------------------------------------ what services ask for
+
+    def listener_arn(self, key: str) -> pulumi.Output[str]:
+        return self._listeners[key].arn
+
+    def priority(self, key: str) -> int:
+        return self._priorities[key]
+
+    def url(self, key: str) -> pulumi.Output[str]:
+        if self.https:
+            return pulumi.Output.from_input(f"https://{self._args.hosts[key]}")
+        port = self.http_ports[key]
+        return self.lb.dns_name.apply(lambda dns: f"http://{dns}:{port}")
+
+    # ------------------------------------------------------------ children
+
+    def _certificate(self, name: str, args: AlbArgs) -> pulumi.Input[str]:
+        if args.certificate_arn:
+            return args.certificate_arn
+        assert args.domain and args.hosted_zone_id  # enforced by the stack file loader
+        names = edge.certificate_names(args.domain, args.hosts.values())
+        child = pulumi.ResourceOptions(parent=self)
+        cert = aws.acm.Certificate(
+            f"{name}-cert",
+            domain_name=names[0],
+            subject_alternative_names=names[1:],
+            validation_method="DNS",
+            opts=child,
+        )
+        records = []
+        for cert_name in names:
+            slug = cert_name.replace("*.", "star-").replace(".", "-")
+            option = cert.domain_validation_options.apply(lambda opts, n=cert_name: next(o for o in opts if o.domain_name == n))
+            records.append(
+                aws.route53.Record(
+                    f"{name}-validate-{slug}",
+                    zone_id=args.hosted_zone_id,
+                    name=option.resource_record_name,
+                    type=option.resource_record_type,
+                    records=[option.resource_record_value],
+                    ttl=300,
+                    allow_overwrite=True,  # a wildcard and its parent share one validation record
+                    opts=child,
+                )
+            )
+        validation = aws.acm.CertificateValidation(
+            f"{name}-cert-validation",
+            certificate_arn=cert.arn,
+            validation_record_fqdns=[r.fqdn for r in records],
+            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="45m")),
+        )
+        return validation.certificate_arn
+
+    def _log_bucket(self, name: str, args: AlbArgs) -> aws.s3.Bucket:
+        child = pulumi.ResourceOptions(parent=self)
+        s = args.settings
+        bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not s.deletion_protection, opts=child)
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-logs-private",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-logs-owner", bucket=bucket.id, rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child
+        )
+        # ALB access logs support only SSE-S3 (not KMS) on the target bucket.
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-logs-encryption",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="AES256"
+                    )
+                )
+            ],
+            opts=child,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-logs-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-access-logs",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=s.access_log_days),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(days_after_initiation=1),
+                )
+            ],
+            opts=child,
+        )
+        elb_account = aws.elb.get_service_account_output()
+        policy = pulumi.Output.all(bucket.arn, args.account_id, elb_account.arn).apply(lambda v: json.dumps(_log_bucket_policy(*v)))
+        aws.s3.BucketPolicy(f"{name}-logs-policy", bucket=bucket.id, policy=policy, opts=child)
+        return bucket
+
+    def _waf(self, name: str, args: AlbArgs) -> None:
+        s = args.settings
+        rules = []
+        priority = 1
+        for key in sorted(args.strict_paths):
+            for path in args.strict_paths[key]:
+                host = args.hosts[key] if self.https else None
+                rules.append(_rate_rule(f"strict-{key}-{_slug(path)}", priority, s.strict_rate_limit, path, host))
+                priority += 1
+        rules.append(_rate_rule("rate-per-ip", 50, s.rate_limit))
+        rules.append(_managed_rule("AWSManagedRulesCommonRuleSet", 60))
+        rules.append(_managed_rule("AWSManagedRulesKnownBadInputsRuleSet", 70))
+        acl = aws.wafv2.WebAcl(
+            f"{name}-waf",
+            scope="REGIONAL",
+            description="rate limits and AWS managed rules in front of every web service",
+            default_action=aws.wafv2.WebAclDefaultActionArgs(allow=aws.wafv2.WebAclDefaultActionAllowArgs()),
+            rules=rules,
+            visibility_config=aws.wafv2.WebAclVisibilityConfigArgs(cloudwatch_metrics_enabled=True, metric_name=f"{name}-waf", sampled_requests_enabled=True),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.wafv2.WebAclAssociation(f"{name}-waf-association", resource_arn=self.lb.arn, web_acl_arn=acl.arn, opts=pulumi.ResourceOptions(parent=self))
+
+
+def _not_found() -> aws.lb.ListenerDefaultActionArgs:
+    return aws.lb.ListenerDefaultActionArgs(
+        type="fixed-response",
+        fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(content_type="text/plain", message_body="not found", status_code="404"),
+    )
+
+
+def _slug(path: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in path.strip("/")) or "root"
+
+
+def _visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgs:
+    return aws.wafv2.WebAclRuleVisibilityConfigArgs(cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True)
+
+
+def _byte_match(field_to_match: dict, value: str, constraint: str) -> dict:
+    return {
+        "byte_match_statement": {
+            "field_to_match": field_to_match,
+            "positional_constraint": constraint,
+            "search_string": value,
+            "text_transformations": [{"priority": 0, "type": "LOWERCASE" if "single_header" in field_to_match else "NONE"}],
+        }
+    }
+
+
+def _rate_rule(rule_name: str, priority: int, limit: int, path: str | None = None, host: str | None = None) -> aws.wafv2.WebAclRuleArgs:
+    statement: dict = {"limit": limit, "aggregate_key_type": "IP", "evaluation_window_sec": 300}
+    if path:
+        by_path = _byte_match({"uri_path": {}}, path, "STARTS_WITH")
+        if host:
+            by_host = _byte_match({"single_header": {"name": "host"}}, host, "EXACTLY")
+            statement["scope_down_statement"] = {"and_statement": {"statements": [by_host, by_path]}}
+        else:
+            statement["scope_down_statement"] = by_path
+    return aws.wafv2.WebAclRuleArgs(
+        name=rule_name,
+        priority=priority,
+        action=aws.wafv2.WebAclRuleActionArgs(block=aws.wafv2.WebAclRuleActionBlockArgs()),
+        statement={"rate_based_statement": statement},
+        visibility_config=_visibility(rule_name),
+    )
+
+
+def _managed_rule(group: str, priority: int) -> aws.wafv2.WebAclRuleArgs:
+    return aws.wafv2.WebAclRuleArgs(
+        name=group,
+        priority=priority,
+        override_action=aws.wafv2.WebAclRuleOverrideActionArgs(none=aws.wafv2.WebAclRuleOverrideActionNoneArgs()),
+        statement={"managed_rule_group_statement": {"vendor_name": "AWS", "name": group}},
+        visibility_config=_visibility(group),
+    )
+
+
+def _log_bucket_policy(bucket_arn: str, account: str, elb_account_arn: str) -> dict:
+    """ELB writes access logs under ``alb/AWSLogs/<account>/``; nothing else, and only over TLS."""
+    objects = f"{bucket_arn}/alb/AWSLogs/{account}/*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ElbAccountWritesLogs", "Effect": "Allow", "Principal": {"AWS": elb_account_arn}, "Action": "s3:PutObject", "Resource": objects},
+            {
+                "Sid": "ElbServiceWritesLogs",
+                "Effect": "Allow",
+                "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": objects,
+            },
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ],
+    }

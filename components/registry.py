@@ -1,0 +1,122 @@
+"""ECR repositories for every image the catalog names, and the URI each service runs.
+
+Children per image: ``aws:ecr/repository:Repository`` named ``<system>/<image>`` (immutable tags, scan
+on push) and ``aws:ecr/lifecyclePolicy:LifecyclePolicy``; with ``pull_accounts`` an
+``aws:ecr/repositoryPolicy:RepositoryPolicy`` lets those accounts pull.
+
+One stack creates the repositories (``registry.create``, the dev stack in our files); the others pull
+from them, so the digest that ran in dev is the very image staging and prod run, and promotion copies
+nothing. Repositories are retained when the creating stack is destroyed: deleting dev must not delete
+the images prod runs.
+
+Lifecycle: untagged images (pushes replaced before they were tagged) expire after 14 days; of tagged
+images the newest 200 are kept. Warning: an image older than the newest 200 that a stack still runs by
+digest would be expired; keep promotion current or raise the count.
+
+Cost note: $0.10 per GB-month of stored images; scans on push are free (basic scanning).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.config import ImageRef
+
+KEEP_TAGGED = 200
+UNTAGGED_DAYS = 14
+
+LIFECYCLE = {
+    "rules": [
+        {
+            "rulePriority": 1,
+            "description": f"expire untagged images after {UNTAGGED_DAYS} days",
+            "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": UNTAGGED_DAYS},
+            "action": {"type": "expire"},
+        },
+        {
+            "rulePriority": 2,
+            "description": f"keep the newest {KEEP_TAGGED} images",
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_TAGGED},
+            "action": {"type": "expire"},
+        },
+    ]
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryArgs:
+    repositories: Sequence[str]
+    """Repository names, ``<system>/<image>``. Warning: renaming one replaces it (images are kept, see above)."""
+    create: bool
+    account_id: pulumi.Input[str]
+    """Account that owns the repositories (this one, or ``registry.account_id``)."""
+    region: str
+    pull_accounts: Sequence[str] = field(default_factory=list)
+
+
+class Registry(pulumi.ComponentResource):
+    """Our image repositories: created here or referenced by name."""
+
+    def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:compute:Registry", name, None, opts)
+        self._args = args
+        self._urls: dict[str, pulumi.Output[str]] = {}
+        self._arns: dict[str, pulumi.Output[str]] = {}
+        for repo_name in args.repositories:
+            slug = repo_name.replace("/", "-")
+            if args.create:
+                repo = aws.ecr.Repository(
+                    f"{name}-{slug}",
+                    name=repo_name,
+                    image_tag_mutability="IMMUTABLE",
+                    image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                    encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                )
+                aws.ecr.LifecyclePolicy(
+                    f"{name}-{slug}-lifecycle", repository=repo.name, policy=json.dumps(LIFECYCLE), opts=pulumi.ResourceOptions(parent=self)
+                )
+                if args.pull_accounts:
+                    aws.ecr.RepositoryPolicy(
+                        f"{name}-{slug}-pull",
+                        repository=repo.name,
+                        policy=json.dumps(_pull_policy(args.pull_accounts)),
+                        opts=pulumi.ResourceOptions(parent=self),
+                    )
+                self._urls[repo_name] = repo.repository_url
+                self._arns[repo_name] = repo.arn
+            else:
+                account = pulumi.Output.from_input(args.account_id)
+                self._urls[repo_name] = account.apply(lambda a, r=repo_name: f"{a}.dkr.ecr.{args.region}.amazonaws.com/{r}")
+                self._arns[repo_name] = account.apply(lambda a, r=repo_name: f"arn:aws:ecr:{args.region}:{a}:repository/{r}")
+        self.register_outputs({})
+
+    def image_uri(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:
+        """What a task definition runs: ``<repository url>@sha256:...`` or ``:<tag>``; a full reference as given."""
+        if ref.repository:
+            return pulumi.Output.from_input(str(ref))
+        suffix = f"@{ref.digest}" if ref.digest else f":{ref.tag}"
+        return self._urls[repository].apply(lambda url: url + suffix)
+
+    def arns(self, repositories: Iterable[str]) -> list[pulumi.Output[str]]:
+        """Repository ARNs to grant ``ecr:BatchGetImage`` on."""
+        return [self._arns[r] for r in sorted(set(repositories))]
+
+
+def _pull_policy(accounts: Sequence[str]) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PullFromOtherEnvironments",
+                "Effect": "Allow",
+                "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+            }
+        ],
+    }

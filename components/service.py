@@ -1,0 +1,501 @@
+"""One service of a system on ECS/Fargate: task definition, roles, network access, ECS service, scaling.
+
+Children (``<key>`` is ``<system>-<service>``): ``aws:cloudwatch/logGroup:LogGroup``
+(``/platform/<env>/<system>/<service>``), ``aws:iam/role:Role`` ``-execution`` and ``-task`` with
+inline ``aws:iam/rolePolicy:RolePolicy``, ``aws:ec2/securityGroup:SecurityGroup`` with one
+``aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule`` per consumer relationship (load balancer
+to service, service to its Postgres and Redis), ``aws:ecs/taskDefinition:TaskDefinition``,
+``aws:ecs/service:Service``; web services add ``aws:lb/targetGroup:TargetGroup`` and
+``aws:lb/listenerRule:ListenerRule``; autoscaled ones ``aws:appautoscaling/target:Target`` and two
+target-tracking policies.
+
+Decisions, each visible in the captured plan:
+
+- **Secrets** reach the container only as ``secrets[].valueFrom`` ARNs; the execution role may read
+  exactly those ARNs and decrypt with the environment key through Secrets Manager only. The docker
+  label ``platform.secrets-revision`` hashes the version ids of the values we write and the rotation
+  keys, so a new value is a new task definition revision and the service rolls.
+- **Kinds.** web: minimum 100 % and maximum 200 % during a deploy (full capacity throughout);
+  worker: the same; singleton: desired 1, minimum 0 %, maximum 100 %, never autoscaled, so a deploy
+  stops the old task before the new one starts and two never run at once.
+- **Migrations** (systems with a ``migration``): the task of the migration's service runs a
+  ``migrate`` container with the new image first; the app container starts only when it exits 0
+  (``dependsOn: SUCCESS``). A failed migration therefore never serves traffic: the new tasks fail,
+  the deployment circuit breaker rolls back to the previous revision, and ``pulumi up`` fails. Nothing
+  runs on the deployer's machine. Prisma and node-pg-migrate take a Postgres advisory lock, so tasks
+  starting together apply each migration once. Other services of the system start after this one.
+- **Hardening.** Non-root user (default 1000:1000), read-only root filesystem with a scratch volume
+  per writable path (unless ECS Exec is on, whose agent needs to write), all Linux capabilities
+  dropped, init process (signals reach node, zombies are reaped), stop timeout = the app's shutdown
+  time plus 5 s, awslogs non-blocking, latest Fargate platform, no public IP.
+
+Cost note: Fargate ARM64 is about $0.0324 per vCPU-hour and $0.0036 per GB-hour (Spot about 70 % less);
+a 0.25 vCPU / 0.5 GB task runs about $7/month on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.catalog import Migration, ServiceKind
+from stacks.config import DeployedService
+from stacks.presets import ComputePreset
+
+from .alb import Alb
+from .cluster import capacity_provider
+
+DEFAULT_USER = "1000:1000"
+STOP_MARGIN_SECONDS = 5
+MIGRATION_GRACE_SECONDS = 120
+MEMORY_TARGET_PERCENT = 80
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Access this service needs to a data store: ingress on the store's security group."""
+
+    role: str
+    """``db`` or ``cache``: names the rule (``<key>-to-db``)."""
+    security_group_id: pulumi.Input[str]
+    port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceArgs:
+    deployed: DeployedService
+    env: str
+    region: str
+    account_id: pulumi.Input[str]
+    cluster_arn: pulumi.Input[str]
+    cluster_name: pulumi.Input[str]
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    """Private subnets."""
+    kms_key_arn: pulumi.Input[str]
+    image_uri: pulumi.Input[str]
+    repository_arns: Sequence[pulumi.Input[str]]
+    """ECR repositories the execution role may pull from (empty for images from elsewhere)."""
+    secret_arns: Mapping[str, pulumi.Input[str]]
+    """Env var -> Secrets Manager ARN: exactly the secrets this service declares."""
+    secrets_revision: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    """Values whose change must roll the service (secret version ids, rotation keys)."""
+    extra_env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Plain env computed at deploy time (a public URL); never a secret."""
+    compute: ComputePreset
+    log_retention_days: int
+    alb: Alb | None = None
+    """The load balancer, for web services."""
+    connections: Sequence[Connection] = ()
+    migration: Migration | None = None
+    """Run this before the app container starts (only on the migration's own service)."""
+    depends_on: Sequence[pulumi.Resource] = ()
+    """Resources the ECS service waits for: its data stores and the services it starts after."""
+
+
+class Service(pulumi.ComponentResource):
+    """A web, worker or singleton service on Fargate."""
+
+    deployed: DeployedService
+    """What this service runs (catalog entry, image, host, plain env)."""
+    service: aws.ecs.Service
+    """The ECS service; later services of the start order depend on it."""
+    service_name: pulumi.Output[str]
+    url: pulumi.Output[str] | None
+    """Public URL (web services)."""
+    target_group_arn_suffix: pulumi.Output[str] | None
+    log_group_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:compute:Service", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.deployed = d = args.deployed
+        spec = d.spec
+        c = args.compute
+        web = spec.kind is ServiceKind.web
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/platform/{args.env}/{d.system}/{d.name}",
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.kms_key_arn,
+            opts=child,
+        )
+        execution_role, task_role = self._roles(name, args, log_group)
+
+        sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description=f"{d.key} tasks", opts=child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-out",
+            security_group_id=sg.id,
+            cidr_ipv4="0.0.0.0/0",
+            ip_protocol="-1",
+            description="AWS APIs, image pulls and the app's own outbound calls (RPC, webhooks) through NAT",
+            opts=child,
+        )
+        for conn in args.connections:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-to-{conn.role}",
+                security_group_id=conn.security_group_id,
+                referenced_security_group_id=sg.id,
+                ip_protocol="tcp",
+                from_port=conn.port,
+                to_port=conn.port,
+                description=f"from {d.key}",
+                opts=child,
+            )
+
+        target_group = rule = None
+        self.url = self.target_group_arn_suffix = None
+        if web:
+            assert args.alb is not None and spec.port is not None and spec.health is not None
+            alb = args.alb
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-alb",
+                security_group_id=sg.id,
+                referenced_security_group_id=alb.security_group_id,
+                ip_protocol="tcp",
+                from_port=spec.port,
+                to_port=spec.port,
+                description="from the load balancer",
+                opts=child,
+            )
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-alb-out",
+                security_group_id=alb.security_group_id,
+                referenced_security_group_id=sg.id,
+                ip_protocol="tcp",
+                from_port=spec.port,
+                to_port=spec.port,
+                description=f"to {d.key}",
+                opts=child,
+            )
+            h = spec.health
+            target_group = aws.lb.TargetGroup(
+                f"{name}-tg",
+                vpc_id=args.vpc_id,
+                target_type="ip",
+                protocol="HTTP",
+                port=spec.port,
+                deregistration_delay=spec.shutdown_seconds,
+                health_check=aws.lb.TargetGroupHealthCheckArgs(
+                    enabled=True,
+                    path=h.path,
+                    matcher=h.matcher,
+                    protocol="HTTP",
+                    port="traffic-port",
+                    interval=h.interval_seconds,
+                    timeout=h.timeout_seconds,
+                    healthy_threshold=h.healthy_threshold,
+                    unhealthy_threshold=h.unhealthy_threshold,
+                ),
+                stickiness=aws.lb.TargetGroupStickinessArgs(type="lb_cookie", enabled=True, cookie_duration=86_400) if spec.sticky else None,
+                opts=child,
+            )
+            condition = (
+                aws.lb.ListenerRuleConditionArgs(host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(values=[d.hostname]))
+                if alb.https
+                else aws.lb.ListenerRuleConditionArgs(path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=["/*"]))
+            )
+            rule = aws.lb.ListenerRule(
+                f"{name}-rule",
+                listener_arn=alb.listener_arn(d.key),
+                priority=alb.priority(d.key),
+                conditions=[condition],
+                actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=target_group.arn)],
+                opts=child,
+            )
+            self.url = alb.url(d.key)
+            self.target_group_arn_suffix = target_group.arn_suffix
+
+        task = aws.ecs.TaskDefinition(
+            f"{name}-task",
+            family=f"{args.env}-{d.key}",
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            cpu=str(spec.cpu),
+            memory=str(spec.memory),
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX", cpu_architecture=c.architecture),
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume) for volume in _volumes(spec.writable_paths)],
+            container_definitions=self._containers(args, log_group.name),
+            opts=child,
+        )
+
+        singleton = spec.kind is ServiceKind.singleton
+        desired, maximum = task_counts(d, c)
+        autoscaled = maximum > desired
+        grace = None
+        if web:
+            grace = spec.health.grace_period_seconds + (MIGRATION_GRACE_SECONDS if args.migration else 0)
+        self.service = aws.ecs.Service(
+            f"{name}-service",
+            cluster=args.cluster_arn,
+            task_definition=task.arn,
+            desired_count=desired,
+            capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(capacity_provider=capacity_provider(c.spot), weight=1)],
+            platform_version="LATEST",
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(subnets=args.subnet_ids, security_groups=[sg.id], assign_public_ip=False),
+            load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn, container_name=d.name, container_port=spec.port)]
+            if target_group
+            else None,
+            health_check_grace_period_seconds=grace,
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
+            deployment_minimum_healthy_percent=0 if singleton else 100,
+            deployment_maximum_percent=100 if singleton else 200,
+            availability_zone_rebalancing="DISABLED" if singleton else "ENABLED",
+            propagate_tags="SERVICE",
+            enable_ecs_managed_tags=True,
+            enable_execute_command=c.exec_enabled,
+            wait_for_steady_state=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*([rule] if rule else []), *args.depends_on],
+                # the autoscaler owns the running count; pulumi sets only the first one
+                ignore_changes=["desiredCount"] if autoscaled else None,
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="20m"),
+            ),
+        )
+        if autoscaled:
+            self._autoscaling(name, args, desired, maximum)
+
+        self.service_name = self.service.name
+        self.log_group_name = log_group.name
+        self.register_outputs({"service_name": self.service_name})
+
+    # ------------------------------------------------------------ children
+
+    def _roles(self, name: str, args: ServiceArgs, log_group: aws.cloudwatch.LogGroup) -> tuple[aws.iam.Role, aws.iam.Role]:
+        child = pulumi.ResourceOptions(parent=self)
+        d = args.deployed
+        trust = pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(_ecs_tasks_trust(account)))
+        execution = aws.iam.Role(f"{name}-execution", description=f"ECS pulls, logs and reads secrets for {d.key}", assume_role_policy=trust, opts=child)
+        policy = pulumi.Output.all(
+            log_group.arn,
+            args.kms_key_arn,
+            pulumi.Output.all(*args.repository_arns),
+            pulumi.Output.all(*[args.secret_arns[n] for n in sorted(args.secret_arns)]),
+        ).apply(lambda v: json.dumps(execution_policy(v[0], v[1], v[2], v[3], args.region)))
+        aws.iam.RolePolicy(f"{name}-execution-policy", role=execution.id, policy=policy, opts=child)
+        task = aws.iam.Role(f"{name}-task", description=f"{d.key} application identity", assume_role_policy=trust, opts=child)
+        if args.compute.exec_enabled:
+            aws.iam.RolePolicy(f"{name}-task-exec", role=task.id, policy=json.dumps(ECS_EXEC_POLICY), opts=child)
+        return execution, task
+
+    def _containers(self, args: ServiceArgs, log_group_name: pulumi.Output[str]) -> pulumi.Output[str]:
+        d = args.deployed
+        extra_names = sorted(args.extra_env)
+        inputs = pulumi.Output.all(
+            args.image_uri,
+            log_group_name,
+            pulumi.Output.all(*[args.extra_env[n] for n in extra_names]),
+            pulumi.Output.all(*[args.secret_arns[n] for n in sorted(args.secret_arns)]),
+            pulumi.Output.all(*args.secrets_revision),
+        )
+
+        def render(v: list[Any]) -> str:
+            image, group, extra, arns, revision = v
+            env = {**d.env, **dict(zip(extra_names, extra, strict=True))}
+            secrets = dict(zip(sorted(args.secret_arns), arns, strict=True))
+            revision_hash = hashlib.sha256("\n".join(map(str, revision)).encode()).hexdigest()[:16]
+            return json.dumps(
+                container_definitions(
+                    d,
+                    image=image,
+                    env=env,
+                    secrets=secrets,
+                    log_group=group,
+                    region=args.region,
+                    writable_root=args.compute.exec_enabled,
+                    migration=args.migration,
+                    secrets_revision=revision_hash,
+                )
+            )
+
+        return inputs.apply(render)
+
+    def _autoscaling(self, name: str, args: ServiceArgs, minimum: int, maximum: int) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        resource_id = pulumi.Output.concat("service/", args.cluster_name, "/", self.service.name)
+        target = aws.appautoscaling.Target(
+            f"{name}-scaling",
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=resource_id,
+            min_capacity=minimum,
+            max_capacity=maximum,
+            opts=child,
+        )
+        targets = {
+            "cpu": ("ECSServiceAverageCPUUtilization", args.deployed.spec.scaling.cpu_target_percent),
+            "memory": ("ECSServiceAverageMemoryUtilization", MEMORY_TARGET_PERCENT),
+        }
+        for role, (metric, value) in targets.items():
+            aws.appautoscaling.Policy(
+                f"{name}-scale-{role}",
+                policy_type="TargetTrackingScaling",
+                service_namespace=target.service_namespace,
+                scalable_dimension=target.scalable_dimension,
+                resource_id=target.resource_id,
+                target_tracking_scaling_policy_configuration=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                    target_value=value,
+                    predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                        predefined_metric_type=metric
+                    ),
+                    scale_in_cooldown=300,
+                    scale_out_cooldown=60,
+                ),
+                opts=child,
+            )
+
+
+# ---------------------------------------------------------------- pure functions (tested directly)
+
+
+def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
+    """(running tasks, autoscaling ceiling). Equal when the service does not autoscale.
+
+    The app's own floor (darwin: three instances) wins over the preset's; a singleton is always 1.
+    """
+    spec = d.spec
+    if spec.kind is ServiceKind.singleton:
+        return 1, 1
+    web = spec.kind is ServiceKind.web
+    minimum = spec.scaling.min_tasks or (c.web_min_tasks if web else c.worker_min_tasks)
+    if not (c.autoscaling and spec.scaling.autoscale):
+        return minimum, minimum
+    ceiling = spec.scaling.max_tasks or (c.web_max_tasks if web else c.worker_max_tasks)
+    return minimum, max(minimum, ceiling)
+
+
+def _volumes(paths: Sequence[str]) -> list[str]:
+    return [_volume_name(p) for p in paths]
+
+
+def _volume_name(path: str) -> str:
+    return "scratch-" + ("".join(ch if ch.isalnum() else "-" for ch in path.strip("/")) or "root")
+
+
+def container_definitions(
+    d: DeployedService,
+    *,
+    image: str,
+    env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    log_group: str,
+    region: str,
+    writable_root: bool,
+    migration: Migration | None,
+    secrets_revision: str,
+) -> list[dict[str, Any]]:
+    """The task's containers as ECS ``RegisterTaskDefinition`` takes them (camelCase)."""
+    spec = d.spec
+
+    def log(prefix: str) -> dict[str, Any]:
+        return {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": prefix,
+                "mode": "non-blocking",
+                "max-buffer-size": "25m",
+            },
+        }
+
+    common = {
+        "image": image,
+        "user": spec.user or DEFAULT_USER,
+        "readonlyRootFilesystem": not writable_root,
+        "privileged": False,
+        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+        "mountPoints": [{"sourceVolume": _volume_name(p), "containerPath": p, "readOnly": False} for p in spec.writable_paths],
+        "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
+    }
+    app: dict[str, Any] = {
+        "name": d.name,
+        "essential": True,
+        **common,
+        "secrets": [{"name": k, "valueFrom": secrets[k]} for k in sorted(secrets)],
+        "stopTimeout": min(120, spec.shutdown_seconds + STOP_MARGIN_SECONDS),
+        "logConfiguration": log(d.name),
+        "dockerLabels": {"platform.service": d.key, "platform.secrets-revision": secrets_revision},
+    }
+    if spec.command:
+        app["command"] = list(spec.command)
+    if spec.port:
+        app["portMappings"] = [{"containerPort": spec.port, "protocol": "tcp", "name": "http"}]
+    if migration is None:
+        return [app]
+    migrate = {
+        "name": "migrate",
+        "essential": False,
+        **common,
+        "command": list(migration.command),
+        "secrets": [{"name": "DATABASE_URL", "valueFrom": secrets["DATABASE_URL"]}],
+        "logConfiguration": log("migrate"),
+    }
+    app["dependsOn"] = [{"containerName": "migrate", "condition": "SUCCESS"}]
+    return [migrate, app]
+
+
+def _ecs_tasks_trust(account: str) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            }
+        ],
+    }
+
+
+def execution_policy(log_group_arn: str, kms_key_arn: str, repository_arns: Sequence[str], secret_arns: Sequence[str], region: str) -> dict:
+    """Pull its images, write its log group, read exactly its secrets."""
+    statements: list[dict[str, Any]] = [
+        {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"},
+    ]
+    if repository_arns:
+        statements += [
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Sid": "Pull",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                "Resource": list(repository_arns),
+            },
+        ]
+    if secret_arns:
+        statements += [
+            {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": sorted(set(secret_arns))},
+            {
+                "Sid": "DecryptSecrets",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": kms_key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
+            },
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+ECS_EXEC_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "EcsExec",
+            "Effect": "Allow",
+            "Action": ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"],
+            "Resource": "*",
+        }
+    ],
+}

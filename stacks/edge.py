@@ -1,0 +1,47 @@
+"""Pure functions for the load balancer: stable rule priorities, listener ports and certificate names.
+
+A listener rule's priority and a service's listener port must not move when another service is added
+or removed: a moved priority is an update of every rule after it, and a moved port breaks every client
+that bookmarked it. So each slot comes from a hash of the service's stable key (``<system>-<service>``),
+not from its position in a list. Two keys that hash to the same slot are resolved by probing in sorted
+key order; that is the only case where one key's slot depends on another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+# Listener rule priorities are 1-50000. Ports for HTTP listeners without a domain: 8000-8999
+# (outside every well-known port, and few enough to read in a URL).
+PRIORITIES = range(1, 50_001)
+HTTP_PORTS = range(8000, 9000)
+
+
+def stable_slots(keys: Iterable[str], slots: range) -> dict[str, int]:
+    """One distinct slot per key, from the key's hash; probing on collisions in sorted key order."""
+    keys = sorted(set(keys))
+    if len(keys) > len(slots):
+        raise ValueError(f"{len(keys)} keys do not fit {len(slots)} slots")
+    taken: set[int] = set()
+    out: dict[str, int] = {}
+    for key in keys:
+        index = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(slots)
+        while slots[index] in taken:
+            index = (index + 1) % len(slots)
+        out[key] = slots[index]
+        taken.add(slots[index])
+    return out
+
+
+def certificate_names(domain: str, hostnames: Iterable[str]) -> list[str]:
+    """Names for one ACM certificate covering every host: the domain plus one wildcard per parent.
+
+    ``api.twinkle.example.com`` needs ``*.twinkle.example.com`` (a wildcard covers one label), so a new
+    service of an existing system needs no new certificate. The first entry is the domain itself.
+    """
+    names = {domain}
+    for host in hostnames:
+        parent = host.split(".", 1)[1] if "." in host else domain
+        names.add(f"*.{parent}" if parent.endswith(domain) and parent != "" else host)
+    return [domain, *sorted(names - {domain})]
