@@ -12,6 +12,7 @@ trip in a real preview.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -126,6 +127,10 @@ def _fake_id(type_: str, name: str) -> str:
     return f"{name}-{digest[:8]}"
 
 
+def _digest(args: pulumi.runtime.MockResourceArgs) -> str:
+    return hashlib.sha256(f"{args.name}/{json.dumps(args.inputs, sort_keys=True, default=str)}".encode()).hexdigest()
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Echo inputs plus the computed fields AWS would return."""
 
@@ -147,8 +152,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "aws:elasticache/replicationGroup:ReplicationGroup": {
                 "primaryEndpointAddress": f"master.{args.inputs.get('replicationGroupId', rid)}.abc123.use1.cache.amazonaws.com"
             },
-            "random:index/randomPassword:RandomPassword": {"result": "offline0password0" + rid[-8:]},
-            "random:index/randomBytes:RandomBytes": {"base64": "b2ZmbGluZQ==", "hex": "6f66666c696e65"},
+            # A new value whenever the inputs change (a bumped rotation keeper), as the provider would.
+            "random:index/randomPassword:RandomPassword": {"result": "offline0password0" + _digest(args)[:8]},
+            "random:index/randomBytes:RandomBytes": {
+                "base64": base64.b64encode(b"offline" + _digest(args)[:8].encode()).decode(),
+                "hex": "6f66666c696e65" + _digest(args)[:8],
+            },
             "aws:secretsmanager/secretVersion:SecretVersion": {"versionId": "v-" + hashlib.sha256(str(args.inputs).encode()).hexdigest()[:12]},
             "aws:lb/loadBalancer:LoadBalancer": {
                 "dnsName": f"{args.name}-1234567890.{self.region}.elb.amazonaws.com",
