@@ -96,7 +96,7 @@ class Alb(pulumi.ComponentResource):
                 opts=child,
             )
 
-        logs = self._log_bucket(name, args)
+        logs, logs_policy = self._log_bucket(name, args)
         self.lb = aws.lb.LoadBalancer(
             f"{name}-lb",
             load_balancer_type="application",
@@ -108,7 +108,8 @@ class Alb(pulumi.ComponentResource):
             desync_mitigation_mode="defensive",
             enable_deletion_protection=s.deletion_protection,
             access_logs=aws.lb.LoadBalancerAccessLogsArgs(bucket=logs.bucket, enabled=True, prefix="alb"),
-            opts=child,
+            # ELB checks that it may write to the bucket when access logs are turned on
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[logs_policy]),
         )
 
         self._listeners: dict[str, aws.lb.Listener] = {}
@@ -213,7 +214,7 @@ class Alb(pulumi.ComponentResource):
         )
         return validation.certificate_arn
 
-    def _log_bucket(self, name: str, args: AlbArgs) -> aws.s3.Bucket:
+    def _log_bucket(self, name: str, args: AlbArgs) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not s.deletion_protection, opts=child)
@@ -258,8 +259,8 @@ class Alb(pulumi.ComponentResource):
         )
         elb_account = aws.elb.get_service_account_output()
         policy = pulumi.Output.all(bucket.arn, args.account_id, elb_account.arn).apply(lambda v: json.dumps(_log_bucket_policy(*v)))
-        aws.s3.BucketPolicy(f"{name}-logs-policy", bucket=bucket.id, policy=policy, opts=child)
-        return bucket
+        bucket_policy = aws.s3.BucketPolicy(f"{name}-logs-policy", bucket=bucket.id, policy=policy, opts=child)
+        return bucket, bucket_policy
 
     def _waf(self, name: str, args: AlbArgs) -> None:
         s = args.settings

@@ -117,6 +117,26 @@ CASES = {
         "platform:domain",
         "only 'platform:secrets' takes secrets",
     ),
+    "domain without a way to get a certificate": (
+        lambda c: c.update({"platform:domain": "example.org"}),
+        "platform:domain",
+        "also set 'platform:hosted_zone_id'",
+    ),
+    "hosted zone without a domain": (
+        lambda c: c.update({"platform:hosted_zone_id": "Z0EXAMPLE"}),
+        "platform:hosted_zone_id",
+        "only applies with 'platform:domain'",
+    ),
+    "registry account while creating the repositories": (
+        lambda c: c.update({"platform:registry": {"account_id": "210987654321"}}),
+        "platform:registry.account_id",
+        "set 'registry.create: false'",
+    ),
+    "architecture Fargate does not run": (
+        lambda c: c.update({"platform:overrides": {"compute": {"architecture": "ARM32"}}}),
+        "platform:overrides.compute.architecture",
+        "'ARM64' or 'X86_64'",
+    ),
 }
 
 
@@ -139,6 +159,12 @@ def test_prod_takes_digests_only(project):
     # THEN the message says digests only and names the key
     assert [p.key for p in err.problems] == ["platform:systems.darwin.images.app"]
     assert "digests only" in err.problems[0].message
+
+
+def test_no_ecs_exec_in_prod(project):
+    err = error_of(project("prod", lambda c: c.update({"platform:overrides": {"compute": {"exec_enabled": True}}})))
+    assert [p.key for p in err.problems] == ["platform:overrides"]
+    assert "exec_enabled is not allowed in a production preset" in err.problems[0].message
 
 
 def catalog_problems(tmp_path, system: str, old: str, new: str):
@@ -246,3 +272,14 @@ def test_every_problem_is_reported_at_once(project):
 
     err = error_of(project("dev", two_mistakes))
     assert sorted(p.key for p in err.problems) == ["platform:systems.aurum.images.api", "platform:systems.darwin.images.app"]
+
+
+def test_cpu_memory_that_fargate_does_not_offer_in_catalog(tmp_path):
+    (problem,) = catalog_problems(tmp_path, "darwin", "    memory: 1024", "    memory: 768")
+    assert (problem.file, problem.key) == ("stacks/apps/darwin.yaml", "services.app")
+    assert "memory 768 does not pair with cpu 512 on Fargate; allowed: 1024 to 4096 MiB in steps of 1024" in problem.message
+
+
+def test_public_url_on_a_worker_in_catalog(tmp_path):
+    (problem,) = catalog_problems(tmp_path, "starkdca", "    kind: worker ", "    kind: worker\n    public_url_env: BASE_URL ")
+    assert problem.key == "services.worker" and "has no public URL" in problem.message

@@ -27,6 +27,12 @@ def test_plan_lists_every_deployed_service(stack, capsys, tmp_path):
             assert f"    {name:<12} {system.services[name].kind}" in text
     assert "mcp-server   not deployed" in text
     data = json.loads(out_file.read_text())
+    # every web service's URL, and each system's database, cache and secrets
+    assert len(data["outputs"]["urls"]) == 6 and all(url in text for url in data["outputs"]["urls"].values())
+    for system in load_catalog().values():
+        assert (f"    database  {system.name}-" in text) is bool(system.postgres)
+        assert (f"    cache     {system.name}-" in text) is bool(system.redis)
+        assert all(secret in text for secret in system.secrets)
     assert data["stack"] == stack
     for r in data["resources"]:
         assert set(r) == {"urn", "type", "name", "parent", "custom", "inputs", "dependencies", "propertyDependencies", "options"}

@@ -178,6 +178,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 ]
             },
             "aws:route53/record:Record": {"fqdn": str(args.inputs.get("name", "")).rstrip(".")},
+            "aws:s3/bucket:Bucket": {"bucket": args.inputs.get("bucket", f"{args.name}-{rid[-7:]}")},
         }
         state.update(computed.get(args.typ, {}))
         return rid, state

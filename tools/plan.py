@@ -55,19 +55,36 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
         for tier in ("public", "private", "isolated"):
             lines.append(f"  {tier:<9} {', '.join(str(c) for c in plan.tier(tier))}")
     lines.append("")
-    lines.append("systems and services:")
+    lines.append("systems, their data and services:")
+    urls = capture.outputs.get("urls") or {}
+    p, r = cfg.preset.postgres, cfg.preset.redis
     for system in cfg.systems.values():
-        lines.append(f"  {system.name}  ({system.system.seed})")
+        spec = system.system
+        lines.append(f"  {system.name}  ({spec.seed})")
+        if spec.postgres:
+            lines.append(
+                f"    database  {system.name}-{cfg.env}: Postgres {p.engine_major}, {p.instance_class}, {'Multi-AZ' if p.multi_az else 'single-AZ'}, "
+                f"backups {p.backup_retention_days} d, db {spec.postgres.database}"
+            )
+        if spec.redis:
+            lines.append(f"    cache     {system.name}-{cfg.env}: Redis 7.1, {r.nodes} x {r.node_type}, maxmemory-policy {spec.redis.maxmemory_policy}")
+        by_source: dict[str, list[str]] = {}
+        for name, secret in spec.secrets.items():
+            by_source.setdefault(secret.source.value, []).append(name)
+        lines.append("    secrets   " + "; ".join(f"{source}: {', '.join(sorted(names))}" for source, names in sorted(by_source.items())))
         for svc in system.services.values():
-            spec = svc.spec
-            where = f"port {spec.port}, health {spec.health.path}" if spec.health else "no port"
-            host = f"  host {svc.hostname}" if svc.hostname else ""
-            lines.append(f"    {svc.name:<12} {spec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{host}")
-        for part in system.system.not_deployed:
+            sspec = svc.spec
+            where = f"port {sspec.port}, health {sspec.health.path}" if sspec.health else "no port"
+            url = f"  {urls[svc.key]}" if svc.key in urls else ""
+            lines.append(f"    {svc.name:<12} {sspec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{url}")
+        for part in spec.not_deployed:
             lines.append(f"    {part.name:<12} not deployed: {part.reason}")
     if not cfg.domain:
         lines.append("")
-        lines.append("no domain configured: web services are served over plain HTTP on the load balancer's name.")
+        lines.append(
+            "no domain configured: each web service is served over plain HTTP on its own port of the load balancer's name "
+            "(the URLs above). Set platform:domain and platform:hosted_zone_id for HTTPS."
+        )
     lines.append("")
     lines.append("outputs:")
     for name, value in capture.outputs.items():
