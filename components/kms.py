@@ -23,6 +23,8 @@ class EnvironmentKeyArgs:
     """Alias without the ``alias/`` prefix, e.g. ``platform-prod``."""
     deletion_window_days: int = 30
     """Days a deleted key can still be recovered (7-30). Default: 30."""
+    in_other_region: bool = False
+    """Create the key in ``region`` rather than the provider's region (the DR copy). Default: false."""
 
 
 class EnvironmentKey(pulumi.ComponentResource):
@@ -35,15 +37,17 @@ class EnvironmentKey(pulumi.ComponentResource):
         super().__init__("platform:security:EnvironmentKey", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         policy = pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(_key_policy(account, args.region)))
+        region = args.region if args.in_other_region else None
         key = aws.kms.Key(
             f"{name}-key",
             description=f"platform {args.alias}: secrets, databases, caches and logs",
             enable_key_rotation=True,
             deletion_window_in_days=args.deletion_window_days,
             policy=policy,
+            region=region,
             opts=child,
         )
-        aws.kms.Alias(f"{name}-alias", name=f"alias/{args.alias}", target_key_id=key.key_id, opts=child)
+        aws.kms.Alias(f"{name}-alias", name=f"alias/{args.alias}", target_key_id=key.key_id, region=region, opts=child)
         self.arn = key.arn
         self.register_outputs({"arn": self.arn})
 

@@ -23,7 +23,7 @@ from .alb import Alb, AlbArgs
 from .cluster import Cluster, ClusterArgs
 from .kms import EnvironmentKey, EnvironmentKeyArgs
 from .network import Network, NetworkArgs
-from .postgres import Postgres, PostgresArgs
+from .postgres import DrCopy, Postgres, PostgresArgs
 from .redis import Redis, RedisArgs
 from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
@@ -130,9 +130,22 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             ),
         )
     shared = Shared(account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb)
+    dr = None
+    if (recovery := cfg.stack_config.recovery) is not None:
+        dr_key = EnvironmentKey(
+            "dr-key",
+            EnvironmentKeyArgs(
+                account_id=account_id,
+                region=recovery.dr_region,
+                alias=f"platform-{cfg.env}-dr",
+                deletion_window_days=preset.security.kms_deletion_window_days,
+                in_other_region=True,
+            ),
+        )
+        dr = DrCopy(region=recovery.dr_region, kms_key_arn=dr_key.arn, retention_days=recovery.backup_retention_days)
     platform = Platform(key=key, network=network, cluster=cluster, alb=alb)
     for system in cfg.systems.values():
-        data = _data_tier(cfg, system, key, network, external_secrets)
+        data = _data_tier(cfg, system, key, network, external_secrets, dr)
         data.services = _services(cfg, system, data, shared)
         platform.systems[system.name] = data
 
@@ -207,7 +220,9 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
     return built
 
 
-def _data_tier(cfg: PlatformConfig, deployed: DeployedSystem, key: EnvironmentKey, network: Network, external: pulumi.Output[Any] | None) -> SystemData:
+def _data_tier(
+    cfg: PlatformConfig, deployed: DeployedSystem, key: EnvironmentKey, network: Network, external: pulumi.Output[Any] | None, dr: DrCopy | None
+) -> SystemData:
     system = deployed.system
     physical = f"{system.name}-{cfg.env}"
     derived: dict[str, pulumi.Output[str]] = {}
@@ -224,6 +239,7 @@ def _data_tier(cfg: PlatformConfig, deployed: DeployedSystem, key: EnvironmentKe
                 settings=cfg.preset.postgres,
                 max_storage_gb=max(cfg.preset.postgres.max_allocated_storage_gb, system.postgres.storage_gb or 0),
                 rotation=deployed.rotate.get("DATABASE_URL", 0),
+                dr=dr,
             ),
         )
         derived["DATABASE_URL"] = postgres.database_url

@@ -3,7 +3,8 @@
 Children: ``aws:ec2/securityGroup:SecurityGroup`` (no rules: each consuming service adds its own
 ingress), ``aws:rds/subnetGroup:SubnetGroup`` (isolated subnets), ``aws:rds/parameterGroup:ParameterGroup``
 (``rds.force_ssl=1``, slow-query logging), ``random:index/randomPassword:RandomPassword`` (master
-password), ``aws:rds/instance:Instance`` and, with enhanced monitoring, an IAM role.
+password), ``aws:rds/instance:Instance``, with enhanced monitoring an IAM role, and with a DR region
+``aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication`` (created in that region).
 
 Master password: a pulumi-random password (letters and digits only, so it is URL-safe without
 escaping) kept in Pulumi state as a secret, composed into ``DATABASE_URL`` here and stored in Secrets
@@ -44,6 +45,16 @@ class PostgresArgs:
     """Storage-autoscaling ceiling: the larger of the preset's and the app's ask."""
     rotation: int = 0
     """Bump to generate a new master password."""
+    dr: DrCopy | None = None
+    """Replicate automated backups to another region. Default: none."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrCopy:
+    region: str
+    kms_key_arn: pulumi.Input[str]
+    """A key in ``region``: an encrypted instance's backups are re-encrypted there."""
+    retention_days: int
 
 
 class Postgres(pulumi.ComponentResource):
@@ -135,6 +146,16 @@ class Postgres(pulumi.ComponentResource):
                 custom_timeouts=pulumi.CustomTimeouts(create="90m", update="120m", delete="60m"),
             ),
         )
+        if args.dr:
+            # Point-in-time restore in the DR region, from backups RDS copies continuously (RPO: minutes).
+            aws.rds.InstanceAutomatedBackupsReplication(
+                f"{name}-dr-backups",
+                source_db_instance_arn=self.instance.arn,
+                retention_period=args.dr.retention_days,
+                kms_key_id=args.dr.kms_key_arn,
+                region=args.dr.region,
+                opts=child,
+            )
         self.security_group_id = sg.id
         self.address = self.instance.address
         self.database_url = pulumi.Output.secret(

@@ -148,6 +148,15 @@ class RegistryConfig(Strict):
     """With ``create``: other accounts (staging, prod) allowed to pull, for promotion across accounts. Default: none."""
 
 
+class RecoveryConfig(Strict):
+    """Copies of backups in a second region, for a regional disaster (darwin's RTO 15 min / RPO 5 min)."""
+
+    dr_region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    """Region that receives the copies, e.g. ``us-west-2``. Must differ from ``aws:region``."""
+    backup_retention_days: int = Field(default=7, ge=1, le=35)
+    """Days of replicated Postgres backups (point-in-time restore) kept in the DR region. Default: 7."""
+
+
 class StackConfig(Strict):
     """Everything under ``platform:`` in ``Pulumi.<stack>.yaml``."""
 
@@ -166,6 +175,8 @@ class StackConfig(Strict):
     """The systems this stack deploys, by catalog name."""
     overrides: dict[str, Any] = {}
     """Preset overrides, key by key."""
+    recovery: RecoveryConfig | None = None
+    """Replicate Postgres automated backups to a DR region. Default: none (prod sets one)."""
     alarm_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = []
     """Email addresses subscribed to the alarm topic. Default: none."""
 
@@ -300,7 +311,7 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     except ValidationError as err:
         raise from_validation_error(err, file, f"{PROJECT}:", StackConfig) from None
 
-    problems = _stack_rules(sc, file)
+    problems = _stack_rules(sc, file, region)
     if problems:
         raise ConfigError(problems)
     env = sc.preset or stack
@@ -311,6 +322,10 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     except ValidationError as err:
         raise from_validation_error(err, file, f"{PROJECT}:overrides", Preset) from None
 
+    if sc.recovery and preset.postgres.backup_retention_days == 0:
+        raise ConfigError(
+            [Problem(file, f"{PROJECT}:recovery", "replicating backups needs automated backups: set overrides.postgres.backup_retention_days to 1 or more")]
+        )
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
     hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
@@ -338,9 +353,11 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     )
 
 
-def _stack_rules(sc: StackConfig, file: str) -> list[Problem]:
+def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
     """Rules across keys of the stack file."""
     problems = []
+    if sc.recovery and sc.recovery.dr_region == region:
+        problems.append(Problem(file, f"{PROJECT}:recovery.dr_region", f"must be another region than aws:region ({region})"))
     if sc.domain and not (sc.hosted_zone_id or sc.certificate_arn):
         problems.append(
             Problem(

@@ -95,8 +95,8 @@ def test_secrets_manager_names_recovery_window_and_key(plans):
 
 
 def test_kms_key_rotation_and_deletion_window(plans):
-    assert plans["prod"].one("aws:kms/key:Key").inputs["enableKeyRotation"] is True
-    assert plans["prod"].one("aws:kms/key:Key").inputs["deletionWindowInDays"] == 30
+    for key in plans["prod"].of_type("aws:kms/key:Key"):  # the environment key and its DR-region twin
+        assert key.inputs["enableKeyRotation"] is True and key.inputs["deletionWindowInDays"] == 30
     assert plans["dev"].one("aws:kms/key:Key").inputs["deletionWindowInDays"] == 7
 
 
@@ -174,3 +174,31 @@ def test_dev_database_may_be_destroyed(plans):
 
 def test_stack_files_exist():
     assert all((ROOT / f"Pulumi.{s}.yaml").exists() for s in ("dev", "staging", "prod"))
+
+
+def test_prod_replicates_postgres_backups_to_the_dr_region(plans):
+    # GIVEN prod's recovery.dr_region, THEN every database's automated backups replicate there,
+    # re-encrypted with a key that lives in that region
+    prod = plans["prod"]
+    copies = prod.of_type("aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication")
+    assert len(copies) == len(prod.of_type(RDS)) == 5
+    dr_key = prod.one("aws:kms/key:Key", "dr-key-key")
+    assert dr_key.inputs["region"] == "us-west-2" and dr_key.inputs["enableKeyRotation"] is True
+    for copy in copies:
+        assert copy.inputs["region"] == "us-west-2" and copy.inputs["retentionPeriod"] == 7
+        assert dr_key.urn in copy.property_dependencies["kmsKeyId"]
+    assert "region" not in prod.one("aws:kms/key:Key", "key-key").inputs  # the main key stays in the stack's region
+    assert plans["dev"].of_type("aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication") == []
+
+
+def test_dr_region_must_differ_and_needs_backups(project):
+    err = _error(project("prod", lambda c: c.update({"platform:recovery": {"dr_region": "us-east-1"}})))
+    assert [(p.key, p.message) for p in err.problems] == [("platform:recovery.dr_region", "must be another region than aws:region (us-east-1)")]
+    err = _error(project("dev", lambda c: c.update({"platform:recovery": {"dr_region": "us-west-2"}, "platform:overrides": {"postgres": {"backup_retention_days": 0}}})))
+    assert err.problems[0].key == "platform:recovery" and "needs automated backups" in err.problems[0].message
+
+
+def _error(project_dir) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_platform("test", project_dir)
+    return info.value
