@@ -194,7 +194,8 @@ def test_prod_replicates_postgres_backups_to_the_dr_region(plans):
 def test_dr_region_must_differ_and_needs_backups(project):
     err = _error(project("prod", lambda c: c.update({"platform:recovery": {"dr_region": "us-east-1"}})))
     assert [(p.key, p.message) for p in err.problems] == [("platform:recovery.dr_region", "must be another region than aws:region (us-east-1)")]
-    err = _error(project("dev", lambda c: c.update({"platform:recovery": {"dr_region": "us-west-2"}, "platform:overrides": {"postgres": {"backup_retention_days": 0}}})))
+    no_backups = {"platform:recovery": {"dr_region": "us-west-2"}, "platform:overrides": {"postgres": {"backup_retention_days": 0}}}
+    err = _error(project("dev", lambda c: c.update(no_backups)))
     assert err.problems[0].key == "platform:recovery" and "needs automated backups" in err.problems[0].message
 
 
