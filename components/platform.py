@@ -75,10 +75,24 @@ def _lookup(tree: pulumi.Output[Any], path: str) -> pulumi.Output[str]:
     return pulumi.Output.secret(tree.apply(dig))
 
 
-def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = None) -> Platform:
+def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = None) -> Platform | None:
     """Declare every resource of the environment and export what users look for."""
     preset = cfg.preset
     account_id = aws.get_caller_identity_output().account_id
+    registry_cfg = cfg.stack_config.registry
+    registry = Registry(
+        "registry",
+        RegistryArgs(
+            repositories=sorted({f"{s.name}/{image}" for s in cfg.systems.values() for image in s.system.images}),
+            create=registry_cfg.create,
+            account_id=registry_cfg.account_id or account_id,
+            region=cfg.region,
+            pull_accounts=registry_cfg.pull_accounts,
+        ),
+    )
+    pulumi.export("repository_urls", registry.urls)
+    if registry_cfg.only:
+        return None  # first run: push images, then remove registry.only
     key = EnvironmentKey(
         "key",
         EnvironmentKeyArgs(
@@ -100,17 +114,6 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         ),
     )
     cluster = Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot))
-    registry_cfg = cfg.stack_config.registry
-    registry = Registry(
-        "registry",
-        RegistryArgs(
-            repositories=sorted({f"{s.name}/{image}" for s in cfg.systems.values() for image in s.system.images}),
-            create=registry_cfg.create,
-            account_id=registry_cfg.account_id or account_id,
-            region=cfg.region,
-            pull_accounts=registry_cfg.pull_accounts,
-        ),
-    )
     web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
     alb = None
     if web:
@@ -273,7 +276,7 @@ def _data_tier(
     return SystemData(postgres=postgres, redis=redis, secrets=secrets)
 
 
-def run_stack(project_dir: Path) -> Platform:
+def run_stack(project_dir: Path) -> Platform | None:
     """The whole program: validate ``Pulumi.<stack>.yaml`` and the catalog, then build.
 
     A configuration mistake ends the run with ``pulumi.RunError``: one message, no traceback, and no

@@ -94,6 +94,8 @@ class Registry(pulumi.ComponentResource):
                 account = pulumi.Output.from_input(args.account_id)
                 self._urls[repo_name] = account.apply(lambda a, r=repo_name: f"{a}.dkr.ecr.{args.region}.amazonaws.com/{r}")
                 self._arns[repo_name] = account.apply(lambda a, r=repo_name: f"arn:aws:ecr:{args.region}:{a}:repository/{r}")
+        self.urls = dict(self._urls)
+        """Repository name -> URL to push to (``docker push <url>:<tag>``)."""
         self.register_outputs({})
 
     def image_uri(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:

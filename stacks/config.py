@@ -144,6 +144,9 @@ class RegistryConfig(Strict):
     stack that shares an account or registry with the creating one (repository names are per account)."""
     account_id: str | None = Field(default=None, pattern=r"^\d{12}$")
     """Account that owns the repositories when ``create`` is false. Default: this stack's account."""
+    only: bool = False
+    """Create only the repositories and stop: the first run of the creating stack, so images can be
+    pushed before any service needs one. Default: false."""
     pull_accounts: list[Annotated[str, Field(pattern=r"^\d{12}$")]] = []
     """With ``create``: other accounts (staging, prod) allowed to pull, for promotion across accounts. Default: none."""
 
@@ -370,6 +373,8 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
     for key in ("hosted_zone_id", "certificate_arn"):
         if getattr(sc, key) and not sc.domain:
             problems.append(Problem(file, f"{PROJECT}:{key}", "only applies with 'platform:domain'; set the domain or remove this key"))
+    if sc.registry.only and not sc.registry.create:
+        problems.append(Problem(file, f"{PROJECT}:registry.only", "only applies to the stack that creates the repositories (registry.create: true)"))
     if sc.registry.account_id and sc.registry.create:
         problems.append(Problem(file, f"{PROJECT}:registry.account_id", "names another account's repositories; set 'registry.create: false' with it"))
     return problems
