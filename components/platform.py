@@ -268,6 +268,8 @@ def _data_tier(
             system=system,
             kms_key_arn=key.arn,
             recovery_window_days=cfg.preset.security.secret_recovery_days,
+            replica_region=dr.region if dr else None,
+            replica_kms_key_arn=dr.kms_key_arn if dr else None,
             external_values={p: _lookup(external, p) for p in paths} if external is not None else {},
             derived_values=derived,
             rotation=deployed.rotate,

@@ -14,6 +14,8 @@ Sources:
   (console, CLI) is never overwritten.
 - derived: DATABASE_URL and REDIS_URL, composed by the Postgres and Redis components.
 
+With a DR region every secret is replicated there (Secrets Manager keeps the replica in sync).
+
 ``arns_for(service)`` is exactly what that service may read: the services component builds its
 least-privilege execution role and its ECS ``secrets`` from it.
 """
@@ -43,6 +45,10 @@ class SystemSecretsArgs:
     """DATABASE_URL / REDIS_URL -> composed value."""
     rotation: Mapping[str, int] = field(default_factory=dict)
     """Generated secret name -> rotation key; bumping it makes a new value."""
+    replica_region: str | None = None
+    """Replicate every secret to this region (disaster recovery). Default: none."""
+    replica_kms_key_arn: pulumi.Input[str] | None = None
+    """Key in ``replica_region`` that encrypts the replicas."""
 
 
 class SystemSecrets(pulumi.ComponentResource):
@@ -95,6 +101,7 @@ class SystemSecrets(pulumi.ComponentResource):
             description=description or f"{a.system.name} {secret_name}",
             kms_key_id=a.kms_key_arn,
             recovery_window_in_days=a.recovery_window_days,
+            replicas=[aws.secretsmanager.SecretReplicaArgs(region=a.replica_region, kms_key_id=a.replica_kms_key_arn)] if a.replica_region else None,
             opts=self._child,
         )
         self._arns[(secret_name, service)] = secret.arn

@@ -189,6 +189,10 @@ def test_prod_replicates_postgres_backups_to_the_dr_region(plans):
         assert dr_key.urn in copy.property_dependencies["kmsKeyId"]
     assert "region" not in prod.one("aws:kms/key:Key", "key-key").inputs  # the main key stays in the stack's region
     assert plans["dev"].of_type("aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication") == []
+    # and every secret has a replica there, under the DR key
+    for secret in prod.of_type(SECRET):
+        assert secret.inputs["replicas"][0]["region"] == "us-west-2" and dr_key.urn in secret.property_dependencies["replicas"]
+    assert all("replicas" not in s.inputs for s in plans["dev"].of_type(SECRET))
 
 
 def test_dr_region_must_differ_and_needs_backups(project):
