@@ -135,7 +135,7 @@ class Service(pulumi.ComponentResource):
             security_group_id=sg.id,
             cidr_ipv4="0.0.0.0/0",
             ip_protocol="-1",
-            description="AWS APIs, image pulls and the app's own outbound calls (RPC, webhooks) through NAT",
+            description="AWS APIs, image pulls and outbound calls of the app (RPC, webhooks) through NAT",
             opts=child,
         )
         for conn in args.connections:

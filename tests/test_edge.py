@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -166,3 +167,12 @@ def test_outputs_urls_webhooks_and_names(prod):
     }
     assert prod.outputs["cluster_name"] == "platform-prod"
     assert len(prod.outputs["service_names"]) == 10
+
+
+def test_security_group_descriptions_use_only_characters_ec2_accepts(plans):
+    # EC2: up to 255 of a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$* (an apostrophe fails the API call)
+    allowed = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]{0,255}$")
+    types = (SG, INGRESS, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    for cap in plans.values():
+        for r in (r for t in types for r in cap.of_type(t)):
+            assert allowed.match(r.inputs.get("description", "")), (r.name, r.inputs.get("description"))
