@@ -2,8 +2,9 @@
 
 Children: ``aws:kms/key:Key`` (``<name>-key``, yearly rotation on) and ``aws:kms/alias:Alias``.
 The key policy gives the account root full control (so IAM policies decide who uses it, the AWS
-default) and lets CloudWatch Logs in this region use it for log groups of this account, which a log
-group's ``kmsKeyId`` requires.
+default), lets CloudWatch Logs in this region use it for log groups of this account, which a log
+group's ``kmsKeyId`` requires, and lets CloudWatch alarms of this account publish to the encrypted
+alarm topic.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def _key_policy(account: str, region: str) -> dict:
                 "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
                 "Resource": "*",
                 "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:log-group:*"}},
+            },
+            {
+                # CloudWatch alarms publish to the encrypted alarm topic
+                "Sid": "CloudWatchAlarmsToSns",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
             },
         ],
     }

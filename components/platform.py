@@ -23,11 +23,12 @@ from .alb import Alb, AlbArgs
 from .cluster import Cluster, ClusterArgs
 from .kms import EnvironmentKey, EnvironmentKeyArgs
 from .network import Network, NetworkArgs
+from .observability import AlarmTopic, AlarmTopicArgs, Cache, Database, EcsService, SystemMonitoring, SystemMonitoringArgs, TelemetryCredential, WebTarget
 from .postgres import DrCopy, Postgres, PostgresArgs
 from .redis import Redis, RedisArgs
 from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
-from .service import Connection, Service, ServiceArgs
+from .service import Connection, Service, ServiceArgs, Telemetry
 
 # ALB idle timeout when a service holds connections open (offerhub's SSE, aurum's WebSocket). Clients
 # and servers send heartbeats well inside it; 3600 s is what the ALB allows up to 4000.
@@ -40,6 +41,7 @@ class SystemData:
     redis: Redis | None
     secrets: SystemSecrets
     services: dict[str, Service] = field(default_factory=dict)
+    monitoring: SystemMonitoring | None = None
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Shared:
     cluster: Cluster
     registry: Registry
     alb: Alb | None
+    telemetry: Telemetry
+    topic: AlarmTopic
 
 
 @dataclass
@@ -132,7 +136,13 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 settings=preset.edge,
             ),
         )
-    shared = Shared(account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb)
+    topic = AlarmTopic("alarms", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails))
+    obs = cfg.stack_config.observability
+    telemetry = Telemetry()
+    if obs.otlp_endpoint:
+        credential = TelemetryCredential("otlp-auth", cfg.env, key.arn, preset.security.secret_recovery_days)
+        telemetry = Telemetry(otlp_endpoint=obs.otlp_endpoint, auth_header=obs.otlp_auth_header, auth_secret_arn=credential.arn)
+    shared = Shared(account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb, telemetry=telemetry, topic=topic)
     dr = None
     if (recovery := cfg.stack_config.recovery) is not None:
         dr_key = EnvironmentKey(
@@ -150,6 +160,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     for system in cfg.systems.values():
         data = _data_tier(cfg, system, key, network, external_secrets, dr)
         data.services = _services(cfg, system, data, shared)
+        data.monitoring = _monitoring(cfg, system, data, shared)
         platform.systems[system.name] = data
 
     services = {s.deployed.key: s for d in platform.systems.values() for s in d.services.values()}
@@ -159,6 +170,8 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     pulumi.export("images", {svc.key: str(svc.image) for svc in cfg.services()})
     pulumi.export("databases", {n: d.postgres.address for n, d in platform.systems.items() if d.postgres})
     pulumi.export("cluster_name", cluster.name)
+    pulumi.export("alarm_topic_arn", topic.arn)
+    pulumi.export("dashboards", {n: d.monitoring.dashboard.dashboard_name for n, d in platform.systems.items() if d.monitoring})
     pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
     pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
     pulumi.export(
@@ -218,9 +231,35 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 connections=connections,
                 migration=migration if runs_migration else None,
                 depends_on=[*stores, *waits_for],
+                telemetry=shared.telemetry,
             ),
         )
     return built
+
+
+def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared) -> SystemMonitoring:
+    system = deployed.system
+    preset = cfg.preset
+    web = [
+        WebTarget(s.deployed.key, s.target_group_arn_suffix, shared.alb.arn_suffix)
+        for s in data.services.values()
+        if s.target_group_arn_suffix is not None and shared.alb is not None
+    ]
+    return SystemMonitoring(
+        f"{system.name}-monitoring",
+        SystemMonitoringArgs(
+            env=cfg.env,
+            system=system.name,
+            region=cfg.region,
+            topic_arn=shared.topic.arn,
+            cluster_name=shared.cluster.name,
+            settings=preset.observability,
+            web=web,
+            services=[EcsService(s.deployed.key, s.service_name, s.deployed.spec.kind is ServiceKind.singleton) for s in data.services.values()],
+            database=Database(f"{system.name}-{cfg.env}", preset.postgres.instance_class, preset.postgres.allocated_storage_gb) if data.postgres else None,
+            cache=Cache(f"{system.name}-{cfg.env}", preset.redis.nodes, system.redis.maxmemory_policy == "noeviction") if data.redis and system.redis else None,
+        ),
+    )
 
 
 def _data_tier(

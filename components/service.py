@@ -48,6 +48,7 @@ from stacks.catalog import Migration, ServiceKind
 from stacks.config import DeployedService
 from stacks.presets import ComputePreset
 
+from . import otel
 from .alb import Alb
 from .cluster import capacity_provider
 
@@ -65,6 +66,17 @@ class Connection:
     """``db`` or ``cache``: names the rule (``<key>-to-db``)."""
     security_group_id: pulumi.Input[str]
     port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Telemetry:
+    """Where this environment's collectors export."""
+
+    otlp_endpoint: str | None = None
+    """External OTLP/HTTP endpoint; default: X-Ray and CloudWatch EMF."""
+    auth_header: str = "Authorization"
+    auth_secret_arn: pulumi.Input[str] | None = None
+    """Secrets Manager ARN of the header value (external endpoint only)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +109,7 @@ class ServiceArgs:
     """Run this before the app container starts (only on the migration's own service)."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources the ECS service waits for: its data stores and the services it starts after."""
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
 
 class Service(pulumi.ComponentResource):
@@ -127,7 +140,18 @@ class Service(pulumi.ComponentResource):
             kms_key_id=args.kms_key_arn,
             opts=child,
         )
-        execution_role, task_role = self._roles(name, args, log_group)
+        sidecar = spec.otel_sidecar
+        external = args.telemetry.otlp_endpoint is not None
+        metrics_group = None
+        if sidecar and not external:
+            metrics_group = aws.cloudwatch.LogGroup(
+                f"{name}-metrics",
+                name=f"/platform/{args.env}/{d.system}/{d.name}/metrics",
+                retention_in_days=args.log_retention_days,
+                kms_key_id=args.kms_key_arn,
+                opts=child,
+            )
+        execution_role, task_role = self._roles(name, args, log_group, metrics_group)
 
         sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description=f"{d.key} tasks", opts=child)
         aws.vpc.SecurityGroupEgressRule(
@@ -224,7 +248,7 @@ class Service(pulumi.ComponentResource):
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume) for volume in _volumes(spec.writable_paths)],
-            container_definitions=self._containers(args, log_group.name),
+            container_definitions=self._containers(args, log_group.name, metrics_group.name if metrics_group else None),
             opts=child,
         )
 
@@ -271,36 +295,59 @@ class Service(pulumi.ComponentResource):
 
     # ------------------------------------------------------------ children
 
-    def _roles(self, name: str, args: ServiceArgs, log_group: aws.cloudwatch.LogGroup) -> tuple[aws.iam.Role, aws.iam.Role]:
+    def _roles(
+        self, name: str, args: ServiceArgs, log_group: aws.cloudwatch.LogGroup, metrics_group: aws.cloudwatch.LogGroup | None
+    ) -> tuple[aws.iam.Role, aws.iam.Role]:
         child = pulumi.ResourceOptions(parent=self)
         d = args.deployed
         trust = pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(_ecs_tasks_trust(account)))
         execution = aws.iam.Role(f"{name}-execution", description=f"ECS pulls, logs and reads secrets for {d.key}", assume_role_policy=trust, opts=child)
+        readable = [args.secret_arns[n] for n in sorted(args.secret_arns)]
+        if args.deployed.spec.otel_sidecar and args.telemetry.auth_secret_arn is not None:
+            readable.append(args.telemetry.auth_secret_arn)  # the collector's credential for the external endpoint
         policy = pulumi.Output.all(
             log_group.arn,
             args.kms_key_arn,
             pulumi.Output.all(*args.repository_arns),
-            pulumi.Output.all(*[args.secret_arns[n] for n in sorted(args.secret_arns)]),
+            pulumi.Output.all(*readable),
         ).apply(lambda v: json.dumps(execution_policy(v[0], v[1], v[2], v[3], args.region)))
         aws.iam.RolePolicy(f"{name}-execution-policy", role=execution.id, policy=policy, opts=child)
-        task = aws.iam.Role(f"{name}-task", description=f"{d.key} application identity", assume_role_policy=trust, opts=child)
+        task = aws.iam.Role(f"{name}-task-role", description=f"{d.key} application identity", assume_role_policy=trust, opts=child)
         if args.compute.exec_enabled:
             aws.iam.RolePolicy(f"{name}-task-exec", role=task.id, policy=json.dumps(ECS_EXEC_POLICY), opts=child)
+        if metrics_group is not None:
+            collector = metrics_group.arn.apply(lambda arn: json.dumps(otel.task_role_policy(arn)))
+            aws.iam.RolePolicy(f"{name}-task-otel", role=task.id, policy=collector, opts=child)
         return execution, task
 
-    def _containers(self, args: ServiceArgs, log_group_name: pulumi.Output[str]) -> pulumi.Output[str]:
+    def _containers(self, args: ServiceArgs, log_group_name: pulumi.Output[str], metrics_group_name: pulumi.Output[str] | None) -> pulumi.Output[str]:
         d = args.deployed
         extra_names = sorted(args.extra_env)
+        t = args.telemetry
         inputs = pulumi.Output.all(
             args.image_uri,
             log_group_name,
             pulumi.Output.all(*[args.extra_env[n] for n in extra_names]),
             pulumi.Output.all(*[args.secret_arns[n] for n in sorted(args.secret_arns)]),
             pulumi.Output.all(*args.secrets_revision),
+            metrics_group_name if metrics_group_name is not None else "",
+            t.auth_secret_arn if t.auth_secret_arn is not None else "",
         )
 
         def render(v: list[Any]) -> str:
-            image, group, extra, arns, revision = v
+            image, group, extra, arns, revision, metrics_group, auth_arn = v
+            collector = None
+            if d.spec.otel_sidecar:
+                config = otel.collector_config(
+                    system=d.system,
+                    service_key=d.key,
+                    metrics=d.spec.metrics,
+                    metrics_log_group=metrics_group,
+                    region=args.region,
+                    otlp_endpoint=t.otlp_endpoint,
+                    auth_header=t.auth_header,
+                )
+                collector = {"config": otel.render(config), "auth_secret_arn": auth_arn or None}
             env = {**d.env, **dict(zip(extra_names, extra, strict=True))}
             secrets = dict(zip(sorted(args.secret_arns), arns, strict=True))
             revision_hash = hashlib.sha256("\n".join(map(str, revision)).encode()).hexdigest()[:16]
@@ -315,6 +362,7 @@ class Service(pulumi.ComponentResource):
                     writable_root=args.compute.exec_enabled,
                     migration=args.migration,
                     secrets_revision=revision_hash,
+                    collector=collector,
                 )
             )
 
@@ -393,6 +441,7 @@ def container_definitions(
     writable_root: bool,
     migration: Migration | None,
     secrets_revision: str,
+    collector: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The task's containers as ECS ``RegisterTaskDefinition`` takes them (camelCase)."""
     spec = d.spec
@@ -431,8 +480,26 @@ def container_definitions(
         app["command"] = list(spec.command)
     if spec.port:
         app["portMappings"] = [{"containerPort": spec.port, "protocol": "tcp", "name": "http"}]
+    sidecars: list[dict[str, Any]] = []
+    if collector is not None:
+        sidecar: dict[str, Any] = {
+            "name": otel.CONTAINER,
+            "image": otel.IMAGE,
+            "essential": False,  # a collector crash loses telemetry, never the app
+            "user": otel.USER,
+            "readonlyRootFilesystem": True,
+            "privileged": False,
+            "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+            "command": ["--config=env:AOT_CONFIG_CONTENT"],
+            "environment": [{"name": "AOT_CONFIG_CONTENT", "value": collector["config"]}],
+            "logConfiguration": log(otel.CONTAINER),
+        }
+        if collector.get("auth_secret_arn"):
+            sidecar["secrets"] = [{"name": otel.AUTH_ENV, "valueFrom": collector["auth_secret_arn"]}]
+        sidecars.append(sidecar)
+        app["dependsOn"] = [{"containerName": otel.CONTAINER, "condition": "START"}]
     if migration is None:
-        return [app]
+        return [*sidecars, app]
     migrate = {
         "name": "migrate",
         "essential": False,
@@ -441,8 +508,8 @@ def container_definitions(
         "secrets": [{"name": "DATABASE_URL", "valueFrom": secrets["DATABASE_URL"]}],
         "logConfiguration": log("migrate"),
     }
-    app["dependsOn"] = [{"containerName": "migrate", "condition": "SUCCESS"}]
-    return [migrate, app]
+    app["dependsOn"] = [*app.get("dependsOn", []), {"containerName": "migrate", "condition": "SUCCESS"}]
+    return [*sidecars, migrate, app]
 
 
 def _ecs_tasks_trust(account: str) -> dict:

@@ -213,6 +213,8 @@ class Service(Strict):
     """ALB stickiness (aurum's WebSocket). Default: false."""
     hostname: str | None = None
     """Host label under the domain. Default: ``<service>.<system>``."""
+    otel_sidecar: bool = True
+    """Run the ADOT collector next to the app (OTLP on localhost:4317/4318). Default: true."""
     public_url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     """web only: env var that receives this service's public URL (offerhub's PUBLIC_BASE_URL). Default: none."""
     webhooks: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$")]] = []

@@ -160,6 +160,15 @@ class RecoveryConfig(Strict):
     """Days of replicated Postgres backups (point-in-time restore) kept in the DR region. Default: 7."""
 
 
+class ObservabilityConfig(Strict):
+    """Where the OTEL collectors send telemetry. Default: X-Ray (traces) and CloudWatch EMF (metrics)."""
+
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
+    """An external OTLP/HTTP endpoint (Honeycomb, Grafana Cloud, ...) instead of AWS. Default: none."""
+    otlp_auth_header: str = Field(default="Authorization", pattern=r"^[A-Za-z0-9-]+$")
+    """Header that carries the credential; its value is the secret ``<env>/platform/OTLP_AUTH``. Default: Authorization."""
+
+
 class StackConfig(Strict):
     """Everything under ``platform:`` in ``Pulumi.<stack>.yaml``."""
 
@@ -178,6 +187,8 @@ class StackConfig(Strict):
     """The systems this stack deploys, by catalog name."""
     overrides: dict[str, Any] = {}
     """Preset overrides, key by key."""
+    observability: ObservabilityConfig = ObservabilityConfig()
+    """Telemetry destination of the collectors."""
     recovery: RecoveryConfig | None = None
     """Replicate Postgres automated backups to a DR region. Default: none (prod sets one)."""
     alarm_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = []
@@ -532,14 +543,31 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                         )
                     )
                 hosts[hostname] = owner
-            env_vars = {**_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
             image_name = system.image_of(svc_name)
             if image_name in images:
+                platform_env = _platform_env(f"{sname}-{svc_name}", env, preset, images[image_name], svc.otel_sidecar)
+                env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
                 services[svc_name] = DeployedService(sname, svc_name, svc, images[image_name], image_name, hostname, env_vars)
         deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate))
     if problems:
         raise ConfigError(problems)
     return deployed
+
+
+def _platform_env(key: str, env: str, preset: Preset, image: ImageRef, sidecar: bool) -> dict[str, str]:
+    """What every service gets unless its catalog entry says otherwise: OTEL, Sentry, NODE_ENV, LOG_LEVEL."""
+    out = {
+        "NODE_ENV": preset.observability.node_env,
+        "LOG_LEVEL": preset.observability.log_level,
+        "OTEL_SERVICE_NAME": key,
+        "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment={env},service.version={image.version}",
+        "SENTRY_ENVIRONMENT": env,
+        "SENTRY_RELEASE": image.version,
+    }
+    if sidecar:
+        out["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://localhost:4318"  # the collector in the same task
+        out["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+    return out
 
 
 def _external_secrets(system: System, given: Any, file: str, problems: list[Problem]) -> dict[str, list[str]]:

@@ -137,6 +137,31 @@ class EdgePreset(Strict):
     """Days ALB access logs are kept in S3. Default: 30; prod: 365."""
 
 
+class ObservabilityPreset(Strict):
+    node_env: str = "production"
+    """``NODE_ENV`` where the catalog sets none. Default: production (staging and dev run production builds too)."""
+    log_level: Literal["trace", "debug", "info", "warn", "error"] = "info"
+    """``LOG_LEVEL`` where the catalog sets none. Default: info; dev: debug."""
+    error_rate_percent: float = Field(default=5, gt=0, le=100)
+    """Alarm when a web service's 5xx share of requests is above this (offerhub: "5xx > 5 %"). Default: 5."""
+    latency_p95_seconds: float = Field(default=2, gt=0, le=60)
+    """Alarm when a web service's p95 response time is above this (offerhub: "p95 > 2 s"). Default: 2."""
+    evaluation_minutes: int = Field(default=5, ge=1, le=60)
+    """Minutes a rate or latency must stay bad before its alarm fires. Default: 5; dev: 15 (less noise)."""
+    db_cpu_percent: int = Field(default=80, ge=1, le=100)
+    """Database CPU alarm. Default: 80."""
+    db_connections_percent: int = Field(default=80, ge=1, le=100)
+    """Connections as a share of the instance class's max_connections. Default: 80."""
+    db_free_storage_percent: int = Field(default=10, ge=1, le=99)
+    """Alarm when free storage falls under this share of allocated storage. Default: 10."""
+    cache_cpu_percent: int = Field(default=80, ge=1, le=100)
+    """Redis engine CPU alarm. Default: 80."""
+    cache_memory_percent: int = Field(default=85, ge=1, le=100)
+    """Redis memory alarm for caches that may evict. Default: 85."""
+    cache_memory_noeviction_percent: int = Field(default=70, ge=1, le=100)
+    """Redis memory alarm for ``noeviction`` caches: writes fail when full, so warn early. Default: 70."""
+
+
 class Preset(Strict):
     """Everything that differs between environments."""
 
@@ -147,6 +172,7 @@ class Preset(Strict):
     logs: LogsPreset = LogsPreset()
     security: SecurityPreset = SecurityPreset()
     edge: EdgePreset = EdgePreset()
+    observability: ObservabilityPreset = ObservabilityPreset()
     acknowledge_unprotected_data: bool = False
     """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection."""
 
@@ -168,6 +194,7 @@ PRESETS: dict[str, dict] = {
     "dev": {
         "postgres": {"deletion_protection": False, "final_snapshot": False},
         "compute": {"spot": True, "web_max_tasks": 2, "exec_enabled": True},
+        "observability": {"log_level": "debug", "evaluation_minutes": 15},
     },
     "staging": {
         "security": {"secret_recovery_days": 7},

@@ -79,6 +79,13 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
             lines.append(f"    {svc.name:<12} {sspec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{url}")
         for part in spec.not_deployed:
             lines.append(f"    {part.name:<12} not deployed: {part.reason}")
+        monitoring = [r for r in capture.resources if r.name == f"{system.name}-monitoring" and not r.custom]
+        if monitoring:
+            children = capture.children_of(monitoring[0].urn)
+            alarms = sorted(r.name for r in children if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm")
+            boards = [r.inputs.get("dashboardName", r.name) for r in children if r.type == "aws:cloudwatch/dashboard:Dashboard"]
+            lines.append(f"    dashboard {', '.join(boards)}")
+            lines.append(f"    alarms    {len(alarms)}: {', '.join(a.removeprefix(system.name + '-') for a in alarms)}")
     if not cfg.domain:
         lines.append("")
         lines.append(

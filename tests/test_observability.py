@@ -1,0 +1,202 @@
+"""OTEL sidecar and Sentry wiring on every service; alarms from the seeds; dashboards; the alarm topic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components import otel
+from components.observability import max_connections
+from tests.conftest import plan
+
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+WEB = ["twinkle-api", "twinkle-facilitator", "offerhub-api", "starkdca-api", "aurum-api", "darwin-app"]
+
+
+@pytest.fixture(scope="module")
+def prod(plans):
+    return plans["prod"]
+
+
+def containers(task) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(task.inputs["containerDefinitions"])}
+
+
+def app(task) -> dict:
+    name = task.name.removesuffix("-task").split("-", 1)[1]
+    return containers(task)[name]
+
+
+def env(container) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("environment", [])}
+
+
+def alarms(cap) -> dict[str, dict]:
+    return {r.name: r.inputs for r in cap.of_type(ALARM)}
+
+
+def test_every_task_runs_the_pinned_collector_sidecar(plans):
+    for cap in plans.values():
+        for task in cap.of_type(TASK):
+            sidecar = containers(task)[otel.CONTAINER]
+            assert sidecar["image"] == otel.IMAGE and ":v0." in sidecar["image"] and "latest" not in sidecar["image"]
+            assert sidecar["essential"] is False and sidecar["readonlyRootFilesystem"] is True
+            assert app(task)["dependsOn"][0] == {"containerName": otel.CONTAINER, "condition": "START"}
+
+
+def test_otel_and_sentry_variables_on_every_service(prod):
+    for task in prod.of_type(TASK):
+        key = task.name.removesuffix("-task")
+        e = env(app(task))
+        version = app(task)["image"].split("@")[1]
+        assert e["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318", key
+        assert e["OTEL_SERVICE_NAME"] == key
+        assert e["OTEL_RESOURCE_ATTRIBUTES"] == f"deployment.environment=prod,service.version={version}"
+        assert (e["SENTRY_ENVIRONMENT"], e["SENTRY_RELEASE"]) == ("prod", version)
+        assert e["NODE_ENV"] and e["LOG_LEVEL"]
+        # SENTRY_DSN arrives only as a secret
+        assert "SENTRY_DSN" not in e
+        assert any(s["name"] == "SENTRY_DSN" for s in app(task)["secrets"]), key
+
+
+def test_catalog_values_win_over_platform_defaults(plans):
+    dev = {t.name.removesuffix("-task"): t for t in plans["dev"].of_type(TASK)}
+    assert env(app(dev["offerhub-api"]))["NODE_ENV"] == "development"  # offerhub's own per-env table
+    assert env(app(dev["twinkle-api"]))["LOG_LEVEL"] == "debug"
+    prod = {t.name.removesuffix("-task"): t for t in plans["prod"].of_type(TASK)}
+    assert env(app(prod["aurum-api"]))["LOG_LEVEL"] == "warn"  # aurum: warn in prod
+    assert env(app(prod["darwin-app"]))["NODE_ENV"] == "production"
+
+
+def test_collector_scrapes_declared_prometheus_endpoints(prod):
+    tasks = {t.name.removesuffix("-task"): t for t in prod.of_type(TASK)}
+    for key, port in (("twinkle-api", 3000), ("twinkle-facilitator", 3001), ("aurum-api", 9090), ("aurum-indexer", 9090)):
+        config = json.loads(env(containers(tasks[key])[otel.CONTAINER])["AOT_CONFIG_CONTENT"])
+        scrape = config["receivers"]["prometheus"]["config"]["scrape_configs"][0]
+        assert scrape["static_configs"][0]["targets"] == [f"127.0.0.1:{port}"] and scrape["metrics_path"] == "/metrics"
+        assert "prometheus" in config["service"]["pipelines"]["metrics"]["receivers"]
+    config = json.loads(env(containers(tasks["darwin-app"])[otel.CONTAINER])["AOT_CONFIG_CONTENT"])
+    assert "prometheus" not in config["receivers"]
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["awsxray"]
+    assert config["exporters"]["awsemf"]["log_group_name"] == "/platform/prod/darwin/app/metrics"
+
+
+def test_task_role_holds_only_what_the_collector_needs(prod):
+    policy = json.loads(prod.one("aws:iam/rolePolicy:RolePolicy", "offerhub-api-task-otel").inputs["policy"])
+    actions = sorted(a for st in policy["Statement"] for a in st["Action"])
+    assert actions == sorted(
+        ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
+         "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    )  # fmt: skip
+    logs = next(st for st in policy["Statement"] if st["Sid"] == "EmfLogs")
+    assert all("/platform/prod/offerhub/api/metrics" in r or r.startswith("arn:") for r in logs["Resource"])
+
+
+def test_external_otlp_endpoint_with_a_secret_header(project):
+    # GIVEN an environment that exports to an external OTLP endpoint
+    cap = plan(
+        "test",
+        project(
+            "staging", lambda c: c.update({"platform:observability": {"otlp_endpoint": "https://api.honeycomb.io", "otlp_auth_header": "x-honeycomb-team"}})
+        ),
+    )
+    secret = cap.one("aws:secretsmanager/secret:Secret", "otlp-auth-secret")
+    assert secret.inputs["name"] == "staging/platform/OTLP_AUTH"
+    assert not [v for v in cap.of_type("aws:secretsmanager/secretVersion:SecretVersion") if secret.urn in v.dependencies]  # filled by an operator
+    for task in cap.of_type(TASK):
+        sidecar = containers(task)[otel.CONTAINER]
+        config = json.loads(env(sidecar)["AOT_CONFIG_CONTENT"])
+        # THEN the collector exports there with the header taken from the secret, never in plain text
+        assert config["exporters"] == {"otlphttp": {"endpoint": "https://api.honeycomb.io", "headers": {"x-honeycomb-team": "${env:OTLP_AUTH}"}}}
+        assert [s["name"] for s in sidecar["secrets"]] == ["OTLP_AUTH"]
+    assert not [r for r in cap.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.endswith("-task-otel")]
+
+
+def test_service_can_opt_out_of_the_sidecar():
+    from stacks.catalog import Service
+
+    assert Service(kind="worker", otel_sidecar=False).otel_sidecar is False
+
+
+# ---------------------------------------------------------------- alarms
+
+
+def test_web_services_have_offerhubs_alert_table(prod):
+    a = alarms(prod)
+    for key in WEB:
+        down = a[f"{key}-no-healthy-targets"]
+        assert (down["metricName"], down["comparisonOperator"], down["threshold"], down["treatMissingData"]) == (
+            "HealthyHostCount", "LessThanThreshold", 1, "breaching")  # fmt: skip
+        failing = a[f"{key}-failing-health-checks"]
+        assert failing["metricName"] == "UnHealthyHostCount" and failing["evaluationPeriods"] == 3
+        rate = a[f"{key}-5xx-rate"]
+        assert rate["threshold"] == 5 and rate["comparisonOperator"] == "GreaterThanThreshold"
+        queries = {q["id"]: q for q in rate["metricQueries"]}
+        assert queries["errors"]["metric"]["metricName"] == "HTTPCode_Target_5XX_Count"
+        assert queries["requests"]["metric"]["metricName"] == "RequestCount"
+        assert "100 * FILL(errors, 0) / requests" in queries["rate"]["expression"] and queries["rate"]["returnData"] is True
+        p95 = a[f"{key}-p95-latency"]
+        assert (p95["metricName"], p95["extendedStatistic"], p95["threshold"]) == ("TargetResponseTime", "p95", 2)
+
+
+def test_every_alarm_notifies_the_topic_on_alarm_and_ok(prod):
+    topic = prod.one("aws:sns/topic:Topic").urn
+    for alarm in prod.of_type(ALARM):
+        assert len(alarm.inputs["alarmActions"]) == 1 and alarm.inputs["alarmActions"] == alarm.inputs["okActions"]
+        assert topic in alarm.property_dependencies["alarmActions"], alarm.name
+
+
+def test_databases_caches_and_singletons(prod):
+    a = alarms(prod)
+    for system in ("twinkle", "offerhub", "starkdca", "aurum", "darwin"):
+        assert a[f"{system}-db-cpu"]["threshold"] == 80
+        assert a[f"{system}-db-storage"]["threshold"] == 20 * 1024**3 * 0.10
+        assert a[f"{system}-db-connections"]["threshold"] == round(max_connections("db.t4g.medium") * 0.8)
+    # offerhub's BullMQ cache never evicts: warn at 70 %, not 85 %
+    assert a["offerhub-cache-001-memory"]["threshold"] == 70 and a["starkdca-cache-001-memory"]["threshold"] == 70
+    assert a["twinkle-cache-001-memory"]["threshold"] == 85
+    assert {a[f"offerhub-cache-00{n}-cpu"]["dimensions"]["CacheClusterId"] for n in (1, 2)} == {"offerhub-prod-001", "offerhub-prod-002"}
+    assert "aurum-cache-001-memory" not in a
+    for singleton in ("twinkle-indexer", "aurum-indexer"):
+        alarm = a[f"{singleton}-not-running"]
+        assert (alarm["namespace"], alarm["metricName"], alarm["threshold"]) == ("ECS/ContainerInsights", "RunningTaskCount", 1)
+    assert not any(name.startswith(("twinkle-worker", "starkdca-worker")) for name in a)
+
+
+def test_dev_waits_longer_before_paging(plans):
+    assert alarms(plans["dev"])["offerhub-api-p95-latency"]["evaluationPeriods"] == 15
+    assert alarms(plans["prod"])["offerhub-api-p95-latency"]["evaluationPeriods"] == 5
+
+
+def test_max_connections_follows_rds_formula():
+    assert max_connections("db.t4g.micro") == 112
+    assert max_connections("db.t4g.medium") == 450
+    assert max_connections("db.r6g.large") == 1802
+    assert max_connections("db.r6g.16xlarge") == 5000
+
+
+def test_alarm_topic_encrypted_with_email_subscribers(prod):
+    topic = prod.one("aws:sns/topic:Topic")
+    assert prod.one("aws:kms/key:Key", "key-key").urn in topic.property_dependencies["kmsMasterKeyId"]
+    subs = sorted(s.inputs["endpoint"] for s in prod.of_type("aws:sns/topicSubscription:TopicSubscription"))
+    assert subs == ["oncall@example.com", "platform-alerts@example.com"]
+    key_policy = json.loads(prod.one("aws:kms/key:Key", "key-key").inputs["policy"])
+    assert any(st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} for st in key_policy["Statement"])
+
+
+def test_one_dashboard_per_system(prod):
+    boards = {r.inputs["dashboardName"]: json.loads(r.inputs["dashboardBody"]) for r in prod.of_type("aws:cloudwatch/dashboard:Dashboard")}
+    assert set(boards) == {f"prod-{s}" for s in ("twinkle", "offerhub", "starkdca", "aurum", "darwin")}
+    titles = [w["properties"]["title"] for w in boards["prod-offerhub"]["widgets"]]
+    assert titles == ["offerhub-api requests and 5xx", "offerhub-api p95 response time", "ECS CPU %", "ECS memory %", "Postgres", "Redis"]
+    assert prod.outputs["dashboards"]["darwin"] == "prod-darwin"
+
+
+def test_plan_lists_alarms_and_dashboards(capsys):
+    from tools import plan as plan_cli
+
+    plan_cli.main(["--stack", "prod"])
+    out = capsys.readouterr().out
+    assert "dashboard prod-offerhub" in out and "alarms    11: api-5xx-rate" in out
