@@ -168,6 +168,10 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("private_subnet_ids", network.private_subnet_ids)
     pulumi.export("images", {svc.key: str(svc.image) for svc in cfg.services()})
+    pulumi.export(
+        "image_digests",
+        {s.name: {image: registry.digest(f"{s.name}/{image}", ref) for image, ref in sorted(s.images.items())} for s in cfg.systems.values()},
+    )
     pulumi.export("databases", {n: d.postgres.address for n, d in platform.systems.items() if d.postgres})
     pulumi.export("cluster_name", cluster.name)
     pulumi.export("alarm_topic_arn", topic.arn)

@@ -67,6 +67,8 @@ class Registry(pulumi.ComponentResource):
         self._args = args
         self._urls: dict[str, pulumi.Output[str]] = {}
         self._arns: dict[str, pulumi.Output[str]] = {}
+        self._names: dict[str, pulumi.Input[str]] = {}
+        self._digests: dict[tuple[str, str], pulumi.Output[str]] = {}
         for repo_name in args.repositories:
             slug = repo_name.replace("/", "-")
             if args.create:
@@ -90,20 +92,37 @@ class Registry(pulumi.ComponentResource):
                     )
                 self._urls[repo_name] = repo.repository_url
                 self._arns[repo_name] = repo.arn
+                self._names[repo_name] = repo.name  # lookups wait for the repository
             else:
                 account = pulumi.Output.from_input(args.account_id)
                 self._urls[repo_name] = account.apply(lambda a, r=repo_name: f"{a}.dkr.ecr.{args.region}.amazonaws.com/{r}")
                 self._arns[repo_name] = account.apply(lambda a, r=repo_name: f"arn:aws:ecr:{args.region}:{a}:repository/{r}")
+                self._names[repo_name] = repo_name
         self.urls = dict(self._urls)
         """Repository name -> URL to push to (``docker push <url>:<tag>``)."""
         self.register_outputs({})
 
+    def digest(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:
+        """The digest that runs: as pinned, or the one our (immutable) tag points at, looked up in ECR
+        once per image and tag. Promotion copies these digests to the next stack. Empty for an image
+        from another registry pinned by tag."""
+        if ref.digest:
+            return pulumi.Output.from_input(ref.digest)
+        if ref.repository or not ref.tag:
+            return pulumi.Output.from_input("")
+        key = (repository, ref.tag)
+        if key not in self._digests:
+            registry_id = None if self._args.create else self._args.account_id
+            image = aws.ecr.get_image_output(repository_name=self._names[repository], image_tag=ref.tag, registry_id=registry_id)
+            self._digests[key] = image.image_digest
+        return self._digests[key]
+
     def image_uri(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:
-        """What a task definition runs: ``<repository url>@sha256:...`` or ``:<tag>``; a full reference as given."""
+        """What a task definition runs: ``<repository url>@sha256:...`` (a tag of ours is resolved to its
+        digest, so a task definition always names exact bytes); a full reference as given."""
         if ref.repository:
             return pulumi.Output.from_input(str(ref))
-        suffix = f"@{ref.digest}" if ref.digest else f":{ref.tag}"
-        return self._urls[repository].apply(lambda url: url + suffix)
+        return pulumi.Output.all(self._urls[repository], self.digest(repository, ref)).apply(lambda v: f"{v[0]}@{v[1]}")
 
     def arns(self, repositories: Iterable[str]) -> list[pulumi.Output[str]]:
         """Repository ARNs to grant ``ecr:BatchGetImage`` on."""

@@ -190,8 +190,10 @@ def test_starkdca_runs_as_its_own_user(prod):
     assert {app_container(tasks(prod)[k])["user"] for k in ("starkdca-api", "starkdca-worker")} == {"1001:1001"}
 
 
-def test_images_are_pinned_by_digest_from_our_registry(prod):
-    for task in prod.of_type(TASK):
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_images_are_pinned_by_digest_from_our_registry(plans, stack):
+    # prod names digests; dev names tags, which the program resolves to digests in ECR
+    for task in plans[stack].of_type(TASK):
         for c in containers(task):
             if c["name"] == otel.CONTAINER:
                 continue  # AWS's collector, pinned by version (tests/test_observability.py)

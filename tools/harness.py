@@ -187,6 +187,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.capture.invokes.append(args.token)
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/mock", "userId": "mock"}, []
+        if args.token == "aws:ecr/getImage:getImage":
+            ref = f"{args.args.get('repositoryName')}:{args.args.get('imageTag')}"
+            return {"imageDigest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "imageTags": [args.args.get("imageTag")]}, []
         if args.token == "aws:elb/getServiceAccount:getServiceAccount":
             return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}, []
         if args.token == "aws:index/getPartition:getPartition":
