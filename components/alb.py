@@ -114,7 +114,7 @@ class Alb(pulumi.ComponentResource):
 
         self._listeners: dict[str, aws.lb.Listener] = {}
         if self.https:
-            certificate_arn = self._certificate(name, args)
+            certificate_arn = args.certificate_arn or self._certificate(name, args)
             https = aws.lb.Listener(
                 f"{name}-https",
                 load_balancer_arn=self.lb.arn,
@@ -139,6 +139,11 @@ class Alb(pulumi.ComponentResource):
                 opts=child,
             )
             self._listeners = dict.fromkeys(keys, https)
+            if not args.certificate_arn:
+                # one more certificate per host parent, served by SNI; adding a system changes no existing one
+                for scope in edge.certificate_scopes(args.domain, args.hosts.values()):
+                    slug = _slug(scope.removeprefix("*.").removesuffix("." + args.domain))
+                    aws.lb.ListenerCertificate(f"{name}-{slug}-sni", listener_arn=https.arn, certificate_arn=self._certificate(name, args, scope), opts=child)
             if args.hosted_zone_id:
                 for key in keys:
                     aws.route53.Record(
@@ -177,39 +182,29 @@ class Alb(pulumi.ComponentResource):
 
     # ------------------------------------------------------------ children
 
-    def _certificate(self, name: str, args: AlbArgs) -> pulumi.Input[str]:
-        if args.certificate_arn:
-            return args.certificate_arn
+    def _certificate(self, name: str, args: AlbArgs, scope: str | None = None) -> pulumi.Output[str]:
+        """A DNS-validated certificate: the domain and ``*.<domain>`` (``scope`` None), or one wildcard scope."""
         assert args.domain and args.hosted_zone_id  # enforced by the stack file loader
-        names = edge.certificate_names(args.domain, args.hosts.values())
         child = pulumi.ResourceOptions(parent=self)
-        cert = aws.acm.Certificate(
-            f"{name}-cert",
-            domain_name=names[0],
-            subject_alternative_names=names[1:],
-            validation_method="DNS",
+        names = [args.domain, f"*.{args.domain}"] if scope is None else [scope]
+        role = "cert" if scope is None else f"cert-{_slug(scope.removeprefix('*.').removesuffix('.' + args.domain))}"
+        cert = aws.acm.Certificate(f"{name}-{role}", domain_name=names[0], subject_alternative_names=names[1:] or None, validation_method="DNS", opts=child)
+        # a wildcard and its parent share one validation record, so one record per certificate suffices
+        option = cert.domain_validation_options.apply(lambda opts: opts[0])
+        record = aws.route53.Record(
+            f"{name}-{role}-validation-record",
+            zone_id=args.hosted_zone_id,
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
+            allow_overwrite=True,
             opts=child,
         )
-        records = []
-        for cert_name in names:
-            slug = cert_name.replace("*.", "star-").replace(".", "-")
-            option = cert.domain_validation_options.apply(lambda opts, n=cert_name: next(o for o in opts if o.domain_name == n))
-            records.append(
-                aws.route53.Record(
-                    f"{name}-validate-{slug}",
-                    zone_id=args.hosted_zone_id,
-                    name=option.resource_record_name,
-                    type=option.resource_record_type,
-                    records=[option.resource_record_value],
-                    ttl=300,
-                    allow_overwrite=True,  # a wildcard and its parent share one validation record
-                    opts=child,
-                )
-            )
         validation = aws.acm.CertificateValidation(
-            f"{name}-cert-validation",
+            f"{name}-{role}-validation",
             certificate_arn=cert.arn,
-            validation_record_fqdns=[r.fqdn for r in records],
+            validation_record_fqdns=[record.fqdn],
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="45m")),
         )
         return validation.certificate_arn

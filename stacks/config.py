@@ -34,7 +34,7 @@ from .presets import PRESETS, Preset, deep_merge
 from .yamlio import Secure, contains_secure, read_yaml
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
-ACM_NAMES_PER_CERTIFICATE = 10  # ACM's default quota of domain names per certificate
+CERTIFICATES_PER_LISTENER = 25  # ALB's default quota of certificates per listener (the default one included)
 
 # distribution/reference grammar (the one `docker pull` uses), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -343,14 +343,14 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
     hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
-    if sc.domain and not sc.certificate_arn and len(names := edge.certificate_names(sc.domain, hosts)) > ACM_NAMES_PER_CERTIFICATE:
+    if sc.domain and not sc.certificate_arn and 1 + len(scopes := edge.certificate_scopes(sc.domain, hosts)) > CERTIFICATES_PER_LISTENER:
         raise ConfigError(
             [
                 Problem(
                     file,
                     f"{PROJECT}:domain",
-                    f"the certificate would need {len(names)} names; ACM allows {ACM_NAMES_PER_CERTIFICATE} by default. "
-                    "Raise the quota and set 'platform:certificate_arn' to a certificate you requested, or use fewer host parents",
+                    f"the HTTPS listener would need {1 + len(scopes)} certificates (one per host parent); an ALB takes "
+                    f"{CERTIFICATES_PER_LISTENER} by default. Use hostnames directly under the domain, or raise the quota",
                 )
             ]
         )

@@ -34,14 +34,17 @@ def stable_slots(keys: Iterable[str], slots: range) -> dict[str, int]:
     return out
 
 
-def certificate_names(domain: str, hostnames: Iterable[str]) -> list[str]:
-    """Names for one ACM certificate covering every host: the domain plus one wildcard per parent.
+def certificate_scopes(domain: str, hostnames: Iterable[str]) -> list[str]:
+    """Wildcard scopes beyond the domain's own certificate, one certificate each.
 
-    ``api.twinkle.example.com`` needs ``*.twinkle.example.com`` (a wildcard covers one label), so a new
-    service of an existing system needs no new certificate. The first entry is the domain itself.
+    The listener's default certificate covers ``<domain>`` and ``*.<domain>`` and never changes. Every
+    other parent of a host (``api.twinkle.example.com`` -> ``*.twinkle.example.com``; a wildcard covers
+    one label) gets its own certificate, attached to the listener by SNI. A new system adds one
+    certificate and changes none: a certificate's names cannot change without replacing it.
     """
-    names = {domain}
+    scopes = set()
     for host in hostnames:
         parent = host.split(".", 1)[1] if "." in host else domain
-        names.add(f"*.{parent}" if parent.endswith(domain) and parent != "" else host)
-    return [domain, *sorted(names - {domain})]
+        if parent != domain:
+            scopes.add(f"*.{parent}")
+    return sorted(scopes)

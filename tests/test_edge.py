@@ -105,16 +105,30 @@ def test_priorities_and_ports_do_not_move_when_services_come_and_go():
     assert len(set(edge.stable_slots([f"s{i}" for i in range(500)], edge.HTTP_PORTS).values())) == 500  # collisions probe
 
 
-def test_certificate_covers_every_host_and_is_dns_validated(prod):
-    cert = prod.one("aws:acm/certificate:Certificate").inputs
-    names = [cert["domainName"], *cert["subjectAlternativeNames"]]
-    assert names[0] == "example.com" and "*.twinkle.example.com" in names and len(names) == 6
-    assert cert["validationMethod"] == "DNS"
-    validation = prod.one("aws:acm/certificateValidation:CertificateValidation")
+def test_certificates_cover_every_host_and_are_dns_validated(prod):
+    # GIVEN prod's hosts under example.com: the listener's own certificate covers the domain, and each
+    # host parent (one per system) has its own wildcard certificate, served by SNI
+    certs = {r.inputs["domainName"]: r for r in prod.of_type("aws:acm/certificate:Certificate")}
+    assert certs["example.com"].inputs["subjectAlternativeNames"] == ["*.example.com"]
+    assert sorted(n for n in certs if n != "example.com") == [f"*.{s}.example.com" for s in ("aurum", "darwin", "offerhub", "starkdca", "twinkle")]
+    assert all(c.inputs["validationMethod"] == "DNS" for c in certs.values())
     https = next(r for r in prod.of_type(LISTENER) if r.inputs["port"] == 443)
-    assert validation.urn in https.dependencies  # HTTPS serves only a validated certificate
+    default_validation = prod.one("aws:acm/certificateValidation:CertificateValidation", "alb-cert-validation")
+    assert default_validation.urn in https.dependencies  # HTTPS serves only a validated certificate
+    sni = prod.of_type("aws:lb/listenerCertificate:ListenerCertificate")
+    assert len(sni) == 5 and all(https.urn in c.property_dependencies["listenerArn"] for c in sni)
     aliases = [r for r in prod.of_type("aws:route53/record:Record") if r.inputs["type"] == "A"]
     assert sorted(r.inputs["name"] for r in aliases) == sorted(u.removeprefix("https://") for u in prod.outputs["urls"].values())
+
+
+def test_a_new_system_changes_no_existing_certificate(project):
+    # GIVEN prod without aurum, WHEN aurum is added, THEN the existing certificates are untouched
+    without = plan("test", project("prod", lambda c: c["platform:systems"].pop("aurum")))
+    with_aurum = plan("test", project("prod"))
+    before = {r.urn: r.inputs for r in without.resources if r.type.startswith("aws:acm/")}
+    after = {r.urn: r.inputs for r in with_aurum.resources if r.type.startswith("aws:acm/")}
+    assert all(after[urn] == inputs for urn, inputs in before.items())
+    assert len(after) - len(before) == 2  # aurum's certificate and its validation
 
 
 def test_an_issued_certificate_is_used_as_given(project):
@@ -126,6 +140,7 @@ def test_an_issued_certificate_is_used_as_given(project):
 
     cap = plan("test", project("prod", use_cert))
     assert cap.of_type("aws:acm/certificate:Certificate") == [] and cap.of_type("aws:route53/record:Record") == []
+    assert cap.of_type("aws:lb/listenerCertificate:ListenerCertificate") == []
     assert next(r for r in cap.of_type(LISTENER) if r.inputs["port"] == 443).inputs["certificateArn"] == arn
 
 

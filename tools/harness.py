@@ -266,7 +266,8 @@ def engine_config(stack: str, project_dir: Path) -> tuple[dict[str, str], list[s
 
     def plain(node: Any, path: str) -> Any:
         if isinstance(node, Secure):
-            return f"offline-placeholder-for-{path}"
+            # a new ciphertext (a changed value) gives a new placeholder, as a new value would
+            return f"offline-placeholder-for-{path}-{hashlib.sha256(node.ciphertext.encode()).hexdigest()[:8]}"
         if isinstance(node, dict):
             return {k: plain(v, f"{path}.{k}") for k, v in node.items()}
         if isinstance(node, list):
