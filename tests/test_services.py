@@ -417,3 +417,11 @@ def test_first_run_creates_only_the_repositories(project):
     # THEN only the repositories exist, and their URLs are outputs to push to
     assert {r.type for r in cap.resources if r.custom} == {"aws:ecr/repository:Repository", "aws:ecr/lifecyclePolicy:LifecyclePolicy"}
     assert cap.outputs["repository_urls"]["darwin/app"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/darwin/app"
+
+
+def test_an_image_bump_reaches_only_that_services_task_definition(project):
+    from bench.blast_radius import changed
+
+    before = plan("test", project("prod"))
+    after = plan("test", project("prod", lambda c: c["platform:systems"]["darwin"]["images"].update(app="sha256:" + "f" * 64)))
+    assert changed(before, after) == (["darwin-app-task"], [], [])
