@@ -21,6 +21,7 @@ import pulumi
 from stacks.config import PlatformConfig, load_platform
 from stacks.errors import ConfigError
 
+from . import cost
 from .harness import PROJECT_DIR, Capture, run
 
 
@@ -86,6 +87,8 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
             boards = [r.inputs.get("dashboardName", r.name) for r in children if r.type == "aws:cloudwatch/dashboard:Dashboard"]
             lines.append(f"    dashboard {', '.join(boards)}")
             lines.append(f"    alarms    {len(alarms)}: {', '.join(a.removeprefix(system.name + '-') for a in alarms)}")
+    lines.append("")
+    lines.extend(_cost_lines(capture, cfg))
     if not cfg.domain:
         lines.append("")
         lines.append(
@@ -97,6 +100,23 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
     for name, value in capture.outputs.items():
         lines.append(f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}")
     return "\n".join(lines)
+
+
+def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
+    estimate = cost.estimate(capture, cfg.systems)
+    totals = cost.totals(estimate)
+    out = [f"estimated monthly cost (list prices, 730 h; confidence A/B/C per tools/cost.py): ${sum(totals.values()):,.2f}"]
+    for system in [*cfg.systems, "shared"]:
+        items = [line for line in estimate if line.system == system]
+        if not items:
+            continue
+        worst = max(line.confidence[0] for line in items)
+        out.append(f"  {system:<10} ${totals[system]:>9,.2f}  (lowest confidence {worst})")
+        for line in sorted(items, key=lambda line: -line.monthly):
+            out.append(f"      {line.item:<52} ${line.monthly:>8,.2f}  {line.confidence}")
+    out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture):,.2f}")
+    out.append(f"  not included: {'; '.join(cost.EXCLUDED)}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
