@@ -21,7 +21,7 @@ import pulumi
 from stacks.config import PlatformConfig, load_platform
 from stacks.errors import ConfigError
 
-from . import cost
+from . import cost, deploytime
 from .harness import PROJECT_DIR, Capture, run
 
 
@@ -89,6 +89,8 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
             lines.append(f"    alarms    {len(alarms)}: {', '.join(a.removeprefix(system.name + '-') for a in alarms)}")
     lines.append("")
     lines.extend(_cost_lines(capture, cfg))
+    lines.append("")
+    lines.extend(_deploy_lines(capture, cfg))
     if not cfg.domain:
         lines.append("")
         lines.append(
@@ -116,6 +118,22 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
             out.append(f"      {line.item:<52} ${line.monthly:>8,.2f}  {line.confidence}")
     out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture):,.2f}")
     out.append(f"  not included: {'; '.join(cost.EXCLUDED)}")
+    return out
+
+
+def _deploy_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
+    times = deploytime.load_times()
+    p50, p90 = deploytime.schedule(capture, "p50", times), deploytime.schedule(capture, "p90", times)
+    out = [f"modeled from-scratch pulumi up: {p50.total:.1f} min (p50), {p90.total:.1f} min (p90)"]
+    out.append("  critical path: " + " -> ".join(r.name for r in p50.critical_path()))
+    out.append("  service ready (p50) against its floor (VPC + slowest store of its system + one steady state per start-order place):")
+    for r in deploytime.readiness(capture, cfg, "p50", times):
+        verdict = "ok" if r.within_goal else ("EARLY: starts before its data" if r.ratio < 0.9 else "LATE: waits on something it does not need")
+        out.append(f"    {r.service:<22} {r.ready:5.1f} min  floor {r.floor:5.1f}  ({r.ratio:.2f}) {verdict}")
+    rolling = deploytime.rolling_update(capture)
+    if rolling:
+        ours, default = max(rolling.values())
+        out.append(f"  image bump of a web service (rolling, full capacity): {ours:.1f} min; with ECS/ELB defaults {default:.1f} min ({ours / default:.0%})")
     return out
 
 
