@@ -35,6 +35,11 @@ from .yamlio import Secure, contains_secure, read_yaml
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
 CERTIFICATES_PER_LISTENER = 25  # ALB's default quota of certificates per listener (the default one included)
+# The tightest default quotas one ALB meets as web services are added: each web service takes a rule on
+# the load balancer's security group (egress to it; without a domain also an ingress port), and without
+# a domain a listener of its own. Security groups: 60 rules per direction. ALB: 50 listeners.
+WEB_SERVICES_PER_ALB = 60
+LISTENERS_PER_ALB = 50
 
 # distribution/reference grammar (the one `docker pull` uses), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -343,6 +348,18 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
     hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
+    limit, why = (WEB_SERVICES_PER_ALB, "security group rules per direction (60)") if sc.domain else (LISTENERS_PER_ALB, "listeners per ALB (50)")
+    if len(hosts) > limit:
+        raise ConfigError(
+            [
+                Problem(
+                    file,
+                    f"{PROJECT}:systems",
+                    f"{len(hosts)} web services exceed what one load balancer takes ({limit}: {why}, AWS default quotas). "
+                    "Split the systems over two stacks, or raise the quota",
+                )
+            ]
+        )
     if sc.domain and not sc.certificate_arn and 1 + len(scopes := edge.certificate_scopes(sc.domain, hosts)) > CERTIFICATES_PER_LISTENER:
         raise ConfigError(
             [

@@ -283,3 +283,17 @@ def test_cpu_memory_that_fargate_does_not_offer_in_catalog(tmp_path):
 def test_public_url_on_a_worker_in_catalog(tmp_path):
     (problem,) = catalog_problems(tmp_path, "starkdca", "    kind: worker ", "    kind: worker\n    public_url_env: BASE_URL ")
     assert problem.key == "services.worker" and "has no public URL" in problem.message
+
+
+def test_more_web_services_than_one_load_balancer_takes(project):
+    # GIVEN a domainless stack whose catalog has 51 web services (one listener each; an ALB takes 50)
+    from stacks.catalog import System
+
+    darwin = load_catalog()["darwin"]
+    catalog = {f"sys{i:02d}": System.model_validate({**darwin.model_dump(exclude_none=True), "name": f"sys{i:02d}"}) for i in range(51)}
+    project_dir = project("dev", lambda c: c.update({"platform:systems": {name: {"images": {"app": "1.0.0"}} for name in catalog}}))
+    # WHEN loaded, THEN one message says which quota and what to do
+    with pytest.raises(ConfigError) as info:
+        load_platform("test", project_dir, catalog=catalog)
+    (problem,) = info.value.problems
+    assert problem.key == "platform:systems" and "51 web services exceed what one load balancer takes (50: listeners per ALB" in problem.message
