@@ -146,27 +146,28 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state.setdefault("id", rid)
         if "name" not in state and args.typ.startswith("aws:"):
             state["name"] = f"{args.name}-{rid[-7:]}"
+        # Only the resource's own type is computed: this runs once per registration.
         computed = {
-            "aws:kms/key:Key": {"keyId": rid},
-            "aws:rds/instance:Instance": {"address": f"{args.inputs.get('identifier', rid)}.abc123.{self.region}.rds.amazonaws.com"},
-            "aws:elasticache/replicationGroup:ReplicationGroup": {
+            "aws:kms/key:Key": lambda: {"keyId": rid},
+            "aws:rds/instance:Instance": lambda: {"address": f"{args.inputs.get('identifier', rid)}.abc123.{self.region}.rds.amazonaws.com"},
+            "aws:elasticache/replicationGroup:ReplicationGroup": lambda: {
                 "primaryEndpointAddress": f"master.{args.inputs.get('replicationGroupId', rid)}.abc123.use1.cache.amazonaws.com"
             },
             # A new value whenever the inputs change (a bumped rotation keeper), as the provider would.
-            "random:index/randomPassword:RandomPassword": {"result": "offline0password0" + _digest(args)[:8]},
-            "random:index/randomBytes:RandomBytes": {
+            "random:index/randomPassword:RandomPassword": lambda: {"result": "offline0password0" + _digest(args)[:8]},
+            "random:index/randomBytes:RandomBytes": lambda: {
                 "base64": base64.b64encode(b"offline" + _digest(args)[:8].encode()).decode(),
                 "hex": "6f66666c696e65" + _digest(args)[:8],
             },
-            "aws:secretsmanager/secretVersion:SecretVersion": {"versionId": "v-" + hashlib.sha256(str(args.inputs).encode()).hexdigest()[:12]},
-            "aws:lb/loadBalancer:LoadBalancer": {
+            "aws:secretsmanager/secretVersion:SecretVersion": lambda: {"versionId": "v-" + hashlib.sha256(str(args.inputs).encode()).hexdigest()[:12]},
+            "aws:lb/loadBalancer:LoadBalancer": lambda: {
                 "dnsName": f"{args.name}-1234567890.{self.region}.elb.amazonaws.com",
                 "zoneId": "Z35SXDOTRQ7X7K",
                 "arnSuffix": f"app/{args.name}/{rid[-16:]}",
             },
-            "aws:lb/targetGroup:TargetGroup": {"arnSuffix": f"targetgroup/{args.name}/{rid[-16:]}"},
-            "aws:ecr/repository:Repository": {"repositoryUrl": f"{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{args.inputs.get('name', args.name)}"},
-            "aws:acm/certificate:Certificate": {
+            "aws:lb/targetGroup:TargetGroup": lambda: {"arnSuffix": f"targetgroup/{args.name}/{rid[-16:]}"},
+            "aws:ecr/repository:Repository": lambda: {"repositoryUrl": f"{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{args.inputs.get('name', args.name)}"},
+            "aws:acm/certificate:Certificate": lambda: {
                 "domainValidationOptions": [
                     {
                         "domainName": n,
@@ -177,10 +178,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     for n in [args.inputs.get("domainName", ""), *args.inputs.get("subjectAlternativeNames", [])]
                 ]
             },
-            "aws:route53/record:Record": {"fqdn": str(args.inputs.get("name", "")).rstrip(".")},
-            "aws:s3/bucket:Bucket": {"bucket": args.inputs.get("bucket", f"{args.name}-{rid[-7:]}")},
+            "aws:route53/record:Record": lambda: {"fqdn": str(args.inputs.get("name", "")).rstrip(".")},
+            "aws:s3/bucket:Bucket": lambda: {"bucket": args.inputs.get("bucket", f"{args.name}-{rid[-7:]}")},
         }
-        state.update(computed.get(args.typ, {}))
+        state.update(computed.get(args.typ, dict)())
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
