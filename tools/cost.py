@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .harness import PROJECT_DIR, Capture, Resource
+from .harness import PROJECT_DIR, Capture
 
 PRICES_FILE = PROJECT_DIR / "tools" / "data" / "aws-prices-us-east-1.json"  # a copy of shared/data, with its sources
 ALB_AVERAGE_LCU = 1.0
@@ -47,15 +47,6 @@ def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _owner(capture: Capture, resource: Resource, systems: Iterable[str]) -> str:
-    by_urn = {r.urn: r for r in capture.resources}
-    top = resource
-    while top.parent in by_urn:
-        top = by_urn[top.parent]
-    head = top.name.split("-", 1)[0]
-    return head if head in systems else "shared"
-
-
 def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | None = None) -> list[Line]:
     """One line per priced resource (or group of them)."""
     p = prices or load_prices()
@@ -66,7 +57,8 @@ def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | 
     for r in capture.resources:
         if not r.custom:
             continue
-        owner = _owner(capture, r, systems)
+        head = capture.top_component(r.urn).split("-", 1)[0]
+        owner = head if head in systems else "shared"
         i = r.inputs
         if r.type == "aws:rds/instance:Instance":
             az = "multi_az" if i.get("multiAz") else "single_az"

@@ -20,6 +20,7 @@ import runpy
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,20 @@ class Capture:
             raise AssertionError(f"expected one {type_} {name or ''}, found {[r.name for r in found]}")
         return found[0]
 
+    @cached_property
+    def _index(self) -> dict[str, Resource]:
+        """URN -> resource; built on first use, after the run has registered everything."""
+        return {r.urn: r for r in self.resources}
+
     def by_urn(self, urn: str) -> Resource:
-        for r in self.resources:
-            if r.urn == urn:
-                return r
-        raise KeyError(urn)
+        return self._index[urn]
+
+    def top_component(self, urn: str) -> str:
+        """The name of the component directly under the stack that owns ``urn``."""
+        current = self._index.get(urn)
+        while current is not None and current.parent in self._index:
+            current = self._index[current.parent]
+        return current.name if current else "?"
 
     def children_of(self, urn: str) -> list[Resource]:
         return [r for r in self.resources if r.parent == urn]

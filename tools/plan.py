@@ -25,15 +25,6 @@ from . import cost, deploytime
 from .harness import PROJECT_DIR, Capture, run
 
 
-def top_component(capture: Capture, urn: str) -> str:
-    """The name of the component directly under the stack that owns ``urn``."""
-    by_urn = {r.urn: r for r in capture.resources}
-    current = by_urn.get(urn)
-    while current is not None and current.parent in by_urn:
-        current = by_urn[current.parent]
-    return current.name if current else "?"
-
-
 def summary(capture: Capture, cfg: PlatformConfig) -> str:
     lines: list[str] = []
     custom = [r for r in capture.resources if r.custom]
@@ -41,9 +32,10 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
     lines.append(f"{len(custom)} cloud resources in {len(capture.resources) - len(custom)} components; {len(capture.invokes)} data-source calls")
     lines.append("")
     lines.append("resources by component:")
-    groups = Counter(top_component(capture, r.urn) for r in custom)
+    owner = {r.urn: capture.top_component(r.urn) for r in custom}
+    groups = Counter(owner.values())
     for name, count in sorted(groups.items()):
-        types = Counter(r.type.split(":")[-1] for r in custom if top_component(capture, r.urn) == name)
+        types = Counter(r.type.split(":")[-1] for r in custom if owner[r.urn] == name)
         detail = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
         lines.append(f"  {name:<28} {count:>4}  {detail}")
     lines.append("")
@@ -105,7 +97,8 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
 
 
 def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
-    estimate = cost.estimate(capture, cfg.systems)
+    prices = cost.load_prices()
+    estimate = cost.estimate(capture, cfg.systems, prices)
     totals = cost.totals(estimate)
     out = [f"estimated monthly cost (list prices, 730 h; confidence A/B/C per tools/cost.py): ${sum(totals.values()):,.2f}"]
     for system in [*cfg.systems, "shared"]:
@@ -116,7 +109,7 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
         out.append(f"  {system:<10} ${totals[system]:>9,.2f}  (lowest confidence {worst})")
         for line in sorted(items, key=lambda line: -line.monthly):
             out.append(f"      {line.item:<52} ${line.monthly:>8,.2f}  {line.confidence}")
-    out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture):,.2f}")
+    out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture, prices):,.2f}")
     out.append(f"  not included: {'; '.join(cost.EXCLUDED)}")
     return out
 
