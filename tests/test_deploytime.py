@@ -33,7 +33,7 @@ def test_durations_follow_the_data(plans):
 
 def test_floor_counts_start_order_places(plans):
     cfg = load_platform("prod", ROOT)
-    floors = {r.service: r.floor for r in deploytime.readiness(plans["prod"], cfg)}
+    floors = {r.service: r.floor for r in deploytime.readiness(deploytime.schedule(plans["prod"]), cfg)}
     steady = deploytime.load_times()["ecs_service_to_steady_state"]["p50"]
     assert floors["twinkle-worker"] - floors["twinkle-indexer"] == 3 * steady
     assert floors["starkdca-worker"] - floors["starkdca-api"] == steady  # waits for the migration

@@ -81,13 +81,18 @@ class Schedule:
 
     def critical_path(self) -> list[Resource]:
         """The chain of resources that sets the total, first to last."""
-        urn = max(self.finish, key=self.finish.__getitem__)
+
+        # ties (subnets of each AZ, the two scaling policies) go to the first URN, so the path is stable
+        def latest(urns: list[str]) -> str:
+            return min(urns, key=lambda u: (-self.finish[u], u))
+
+        urn = latest(list(self.finish))
         path = [urn]
         while True:
             deps = [d for d in self.by_urn[urn].dependencies if d in self.finish]
             if not deps:
                 break
-            urn = max(deps, key=self.finish.__getitem__)
+            urn = latest(deps)
             path.append(urn)
         return [self.by_urn[u] for u in reversed(path)]
 
@@ -125,25 +130,20 @@ class Readiness:
         return 0.9 <= self.ratio <= 1.1
 
 
-def readiness(capture: Capture, cfg: PlatformConfig, pct: Percentile = "p50", times: dict | None = None) -> list[Readiness]:
-    """Each ECS service's modeled ready time against its floor."""
+def readiness(plan: Schedule, cfg: PlatformConfig, pct: Percentile = "p50", times: dict | None = None) -> list[Readiness]:
+    """Each ECS service's modeled ready time in ``plan`` (scheduled at ``pct``) against its floor."""
     times = times or load_times()
-    plan = schedule(capture, pct, times)
     vpc = times["vpc_subnets_routes_igw_sg"][pct]
     steady = times["ecs_service_to_steady_state"][pct]
-    stores = {
-        r.name: duration(r, pct, times)
-        for r in capture.resources
-        if r.type in ("aws:rds/instance:Instance", "aws:elasticache/replicationGroup:ReplicationGroup")
-    }
-    services = {r.name.removesuffix("-service"): r for r in capture.of_type("aws:ecs/service:Service")}
+    by_name = {r.name: r for r in plan.by_urn.values()}
     out = []
     for system in cfg.systems.values():
-        slowest = max((v for k, v in stores.items() if k.startswith(f"{system.name}-")), default=0.0)
+        stores = [by_name[n] for n in (f"{system.name}-db-instance", f"{system.name}-cache-group") if n in by_name]
+        slowest = max((duration(r, pct, times) for r in stores), default=0.0)
         for name in system.services:
             key = f"{system.name}-{name}"
             floor = vpc + slowest + (system.system.start_rank(name) + 1) * steady
-            out.append(Readiness(key, plan.finish[services[key].urn], floor))
+            out.append(Readiness(key, plan.finish[by_name[f"{key}-service"].urn], floor))
     return out
 
 

@@ -120,7 +120,7 @@ def _deploy_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
     out = [f"modeled from-scratch pulumi up: {p50.total:.1f} min (p50), {p90.total:.1f} min (p90)"]
     out.append("  critical path: " + " -> ".join(r.name for r in p50.critical_path()))
     out.append("  service ready (p50) against its floor (VPC + slowest store of its system + one steady state per start-order place):")
-    for r in deploytime.readiness(capture, cfg, "p50", times):
+    for r in deploytime.readiness(p50, cfg, "p50", times):
         verdict = "ok" if r.within_goal else ("EARLY: starts before its data" if r.ratio < 0.9 else "LATE: waits on something it does not need")
         out.append(f"    {r.service:<22} {r.ready:5.1f} min  floor {r.floor:5.1f}  ({r.ratio:.2f}) {verdict}")
     rolling = deploytime.rolling_update(capture)
