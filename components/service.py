@@ -163,42 +163,15 @@ class Service(pulumi.ComponentResource):
             opts=child,
         )
         for conn in args.connections:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-to-{conn.role}",
-                security_group_id=conn.security_group_id,
-                referenced_security_group_id=sg.id,
-                ip_protocol="tcp",
-                from_port=conn.port,
-                to_port=conn.port,
-                description=f"from {d.key}",
-                opts=child,
-            )
+            _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-to-{conn.role}", conn.security_group_id, sg.id, conn.port, f"from {d.key}", child)
 
         target_group = rule = None
         self.url = self.target_group_arn_suffix = None
         if web:
             assert args.alb is not None and spec.port is not None and spec.health is not None
             alb = args.alb
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-alb",
-                security_group_id=sg.id,
-                referenced_security_group_id=alb.security_group_id,
-                ip_protocol="tcp",
-                from_port=spec.port,
-                to_port=spec.port,
-                description="from the load balancer",
-                opts=child,
-            )
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-alb-out",
-                security_group_id=alb.security_group_id,
-                referenced_security_group_id=sg.id,
-                ip_protocol="tcp",
-                from_port=spec.port,
-                to_port=spec.port,
-                description=f"to {d.key}",
-                opts=child,
-            )
+            _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-from-alb", sg.id, alb.security_group_id, spec.port, "from the load balancer", child)
+            _tcp_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-alb-out", alb.security_group_id, sg.id, spec.port, f"to {d.key}", child)
             h = spec.health
             target_group = aws.lb.TargetGroup(
                 f"{name}-tg",
@@ -401,6 +374,20 @@ class Service(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+
+
+def _tcp_rule(kind: type, name: str, group: pulumi.Input[str], peer: pulumi.Input[str], port: int, description: str, opts: pulumi.ResourceOptions) -> None:
+    """One TCP port between two security groups: ``kind`` is the ingress or egress rule resource of ``group``."""
+    kind(
+        name,
+        security_group_id=group,
+        referenced_security_group_id=peer,
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        description=description,
+        opts=opts,
+    )
 
 
 # ---------------------------------------------------------------- pure functions (tested directly)
