@@ -142,8 +142,7 @@ class Alb(pulumi.ComponentResource):
             if not args.certificate_arn:
                 # one more certificate per host parent, served by SNI; adding a system changes no existing one
                 for scope in edge.certificate_scopes(args.domain, args.hosts.values()):
-                    slug = _slug(scope.removeprefix("*.").removesuffix("." + args.domain))
-                    aws.lb.ListenerCertificate(f"{name}-{slug}-sni", listener_arn=https.arn, certificate_arn=self._certificate(name, args, scope), opts=child)
+                    aws.lb.ListenerCertificate(f"{name}-{_scope_slug(scope, args.domain)}-sni", listener_arn=https.arn, certificate_arn=self._certificate(name, args, scope), opts=child)
             if args.hosted_zone_id:
                 for key in keys:
                     aws.route53.Record(
@@ -187,7 +186,7 @@ class Alb(pulumi.ComponentResource):
         assert args.domain and args.hosted_zone_id  # enforced by the stack file loader
         child = pulumi.ResourceOptions(parent=self)
         names = [args.domain, f"*.{args.domain}"] if scope is None else [scope]
-        role = "cert" if scope is None else f"cert-{_slug(scope.removeprefix('*.').removesuffix('.' + args.domain))}"
+        role = "cert" if scope is None else f"cert-{_scope_slug(scope, args.domain)}"
         cert = aws.acm.Certificate(f"{name}-{role}", domain_name=names[0], subject_alternative_names=names[1:] or None, validation_method="DNS", opts=child)
         # a wildcard and its parent share one validation record, so one record per certificate suffices
         option = cert.domain_validation_options.apply(lambda opts: opts[0])
@@ -290,6 +289,11 @@ def _not_found() -> aws.lb.ListenerDefaultActionArgs:
 
 def _slug(path: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in path.strip("/")) or "root"
+
+
+def _scope_slug(scope: str, domain: str) -> str:
+    """``*.twinkle.example.com`` under ``example.com`` -> ``twinkle``: names the scope's resources."""
+    return _slug(scope.removeprefix("*.").removesuffix("." + domain))
 
 
 def _visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgs:
