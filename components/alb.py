@@ -142,7 +142,12 @@ class Alb(pulumi.ComponentResource):
             if not args.certificate_arn:
                 # one more certificate per host parent, served by SNI; adding a system changes no existing one
                 for scope in edge.certificate_scopes(args.domain, args.hosts.values()):
-                    aws.lb.ListenerCertificate(f"{name}-{_scope_slug(scope, args.domain)}-sni", listener_arn=https.arn, certificate_arn=self._certificate(name, args, scope), opts=child)
+                    aws.lb.ListenerCertificate(
+                        f"{name}-{_scope_slug(scope, args.domain)}-sni",
+                        listener_arn=https.arn,
+                        certificate_arn=self._certificate(name, args, scope),
+                        opts=child,
+                    )
             if args.hosted_zone_id:
                 for key in keys:
                     aws.route53.Record(
