@@ -31,6 +31,9 @@ INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 ALB_COMPONENT = "platform:edge:Alb"
 WORLD = ("0.0.0.0/0", "::/0")
+PROTECTED_STACKS = ["prod"]
+PROTECTED_STACKS_SCHEMA = {"type": "array", "items": {"type": "string"}, "default": PROTECTED_STACKS}
+"""Config of the prod-only policies: which stacks hold production data."""
 
 SECRET_NAME = re.compile(r"^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|ECS_ENGINE_AUTH_DATA)$|(SECRET|PASSWORD|PASS|TOKEN|API_KEY|PRIVATE_KEY|DSN)$")
 SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|://[^/\s:@]+:[^/\s@]+@|^(sk|rk)_(live|test)_|^AKIA[0-9A-Z]{16}$|^0x[0-9a-fA-F]{64}$|^xox[abp]-")
@@ -104,7 +107,7 @@ def alb_serves_https(type_: str, props: Props, urn: str, config: Mapping[str, An
 
 
 def prod_data_deletion_protection(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
-    if type_ != RDS or stack_of(urn) not in config.get("protectedStacks", ["prod"]):
+    if type_ != RDS or stack_of(urn) not in config.get("protectedStacks", PROTECTED_STACKS):
         return []
     out = []
     if props.get("deletionProtection") is not True:
@@ -149,7 +152,7 @@ def ecs_read_only_root(type_: str, props: Props, urn: str, config: Mapping[str, 
 
 
 def prod_multi_az(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
-    if type_ == RDS and stack_of(urn) in config.get("protectedStacks", ["prod"]) and props.get("multiAz") is not True:
+    if type_ == RDS and stack_of(urn) in config.get("protectedStacks", PROTECTED_STACKS) and props.get("multiAz") is not True:
         return ["production database is single-AZ"]
     return []
 
@@ -186,7 +189,7 @@ RULES = [
         prod_data_deletion_protection,
         EnforcementLevel.MANDATORY,
         (RDS,),
-        {"protectedStacks": {"type": "array", "items": {"type": "string"}, "default": ["prod"]}},
+        {"protectedStacks": PROTECTED_STACKS_SCHEMA},
     ),
     Rule(
         "world-ingress-only-on-alb",
@@ -204,7 +207,7 @@ RULES = [
         prod_multi_az,
         EnforcementLevel.ADVISORY,
         (RDS,),
-        {"protectedStacks": {"type": "array", "items": {"type": "string"}, "default": ["prod"]}},
+        {"protectedStacks": PROTECTED_STACKS_SCHEMA},
     ),
 ]
 

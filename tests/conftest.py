@@ -44,3 +44,9 @@ def plan(stack: str, project_dir: Path = ROOT) -> harness.Capture:
 def plans() -> dict[str, harness.Capture]:
     """The three real stacks, planned once per test session."""
     return {stack: plan(stack) for stack in ("dev", "staging", "prod")}
+
+
+@pytest.fixture(scope="session")
+def prod(plans: dict[str, harness.Capture]) -> harness.Capture:
+    """The prod plan, which most control-id tests read."""
+    return plans["prod"]

@@ -17,11 +17,6 @@ SYSTEMS_WITH_DB = {"twinkle", "offerhub", "starkdca", "aurum", "darwin"}
 SYSTEMS_WITH_CACHE = {"twinkle", "offerhub", "starkdca", "darwin"}
 
 
-@pytest.fixture(scope="module")
-def prod(plans):
-    return plans["prod"]
-
-
 def test_one_database_per_system_and_one_cache_except_aurum(prod):
     assert {r.inputs["identifier"].removesuffix("-prod") for r in prod.of_type(RDS)} == SYSTEMS_WITH_DB
     assert {r.inputs["replicationGroupId"].removesuffix("-prod") for r in prod.of_type(REDIS)} == SYSTEMS_WITH_CACHE

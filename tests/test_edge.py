@@ -18,11 +18,6 @@ SG = "aws:ec2/securityGroup:SecurityGroup"
 WEB = ["twinkle-api", "twinkle-facilitator", "offerhub-api", "starkdca-api", "aurum-api", "darwin-app"]
 
 
-@pytest.fixture(scope="module")
-def prod(plans):
-    return plans["prod"]
-
-
 def listeners(cap):
     return {r.inputs["port"]: r.inputs for r in cap.of_type(LISTENER)}
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from components import otel
 from components.observability import max_connections
 from tests.conftest import plan
@@ -13,11 +11,6 @@ from tests.conftest import plan
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 WEB = ["twinkle-api", "twinkle-facilitator", "offerhub-api", "starkdca-api", "aurum-api", "darwin-app"]
-
-
-@pytest.fixture(scope="module")
-def prod(plans):
-    return plans["prod"]
 
 
 def containers(task) -> dict[str, dict]:

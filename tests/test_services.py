@@ -50,11 +50,6 @@ def services(cap):
     return {r.name.removesuffix("-service"): r for r in cap.of_type(SERVICE)}
 
 
-@pytest.fixture(scope="module")
-def prod(plans):
-    return plans["prod"]
-
-
 # ---------------------------------------------------------------- independent validators
 
 
