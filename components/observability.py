@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -126,19 +126,14 @@ class SystemMonitoringArgs:
     services: Sequence[EcsService] = ()
     database: Database | None = None
     cache: Cache | None = None
-    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 class SystemMonitoring(pulumi.ComponentResource):
     """One system's alarms and dashboard."""
 
-    alarm_names: list[str]
-    """Logical names of the alarms, for the plan."""
-
     def __init__(self, name: str, args: SystemMonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:observability:SystemMonitoring", name, None, opts)
         self._args = args
-        self.alarm_names = []
         s = args.settings
         minutes = s.evaluation_minutes
         for web in args.web:
@@ -206,7 +201,6 @@ class SystemMonitoring(pulumi.ComponentResource):
             **stat,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.alarm_names.append(key)
 
     def _error_rate(self, web: WebTarget, dims: dict, percent: float, minutes: int) -> None:
         def metric(id_: str, name: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
@@ -238,7 +232,6 @@ class SystemMonitoring(pulumi.ComponentResource):
             ok_actions=[self._args.topic_arn],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.alarm_names.append(key)
 
 
 # ---------------------------------------------------------------- pure functions

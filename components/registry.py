@@ -65,7 +65,8 @@ class Registry(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:compute:Registry", name, None, opts)
         self._args = args
-        self._urls: dict[str, pulumi.Output[str]] = {}
+        self.urls: dict[str, pulumi.Output[str]] = {}
+        """Repository name -> URL to push to (``docker push <url>:<tag>``)."""
         self._arns: dict[str, pulumi.Output[str]] = {}
         self._names: dict[str, pulumi.Input[str]] = {}
         self._digests: dict[tuple[str, str], pulumi.Output[str]] = {}
@@ -90,16 +91,14 @@ class Registry(pulumi.ComponentResource):
                         policy=json.dumps(_pull_policy(args.pull_accounts)),
                         opts=pulumi.ResourceOptions(parent=self),
                     )
-                self._urls[repo_name] = repo.repository_url
+                self.urls[repo_name] = repo.repository_url
                 self._arns[repo_name] = repo.arn
                 self._names[repo_name] = repo.name  # lookups wait for the repository
             else:
                 account = pulumi.Output.from_input(args.account_id)
-                self._urls[repo_name] = account.apply(lambda a, r=repo_name: f"{a}.dkr.ecr.{args.region}.amazonaws.com/{r}")
+                self.urls[repo_name] = account.apply(lambda a, r=repo_name: f"{a}.dkr.ecr.{args.region}.amazonaws.com/{r}")
                 self._arns[repo_name] = account.apply(lambda a, r=repo_name: f"arn:aws:ecr:{args.region}:{a}:repository/{r}")
                 self._names[repo_name] = repo_name
-        self.urls = dict(self._urls)
-        """Repository name -> URL to push to (``docker push <url>:<tag>``)."""
         self.register_outputs({})
 
     def digest(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:
@@ -122,7 +121,7 @@ class Registry(pulumi.ComponentResource):
         digest, so a task definition always names exact bytes); a full reference as given."""
         if ref.repository:
             return pulumi.Output.from_input(str(ref))
-        return pulumi.Output.all(self._urls[repository], self.digest(repository, ref)).apply(lambda v: f"{v[0]}@{v[1]}")
+        return pulumi.Output.all(self.urls[repository], self.digest(repository, ref)).apply(lambda v: f"{v[0]}@{v[1]}")
 
     def arns(self, repositories: Iterable[str]) -> list[pulumi.Output[str]]:
         """Repository ARNs to grant ``ecr:BatchGetImage`` on."""
