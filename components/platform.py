@@ -26,6 +26,7 @@ from .network import Network, NetworkArgs
 from .observability import AlarmTopic, AlarmTopicArgs, Cache, Database, EcsService, SystemMonitoring, SystemMonitoringArgs, TelemetryCredential, WebTarget
 from .postgres import DrCopy, Postgres, PostgresArgs
 from .redis import Redis, RedisArgs
+from .redis_export import RedisExport, RedisExportArgs
 from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
 from .service import Connection, Service, ServiceArgs, Telemetry
@@ -163,6 +164,24 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         data.monitoring = _monitoring(cfg, system, data, shared)
         platform.systems[system.name] = data
 
+    caches = {n: d.redis for n, d in platform.systems.items() if d.redis}
+    if recovery is not None and caches:
+        export = RedisExport(
+            "redis-export",
+            RedisExportArgs(
+                env=cfg.env,
+                region=cfg.region,
+                dr_region=recovery.dr_region,
+                account_id=account_id,
+                replication_group_ids=[f"{n}-{cfg.env}" for n in caches],
+                kms_key_arn=key.arn,
+                topic_arn=topic.arn,
+                interval_minutes=recovery.redis_export_minutes,
+                retention_days=recovery.backup_retention_days,
+                log_retention_days=preset.logs.retention_days,
+            ),
+        )
+        pulumi.export("redis_dr_bucket", export.dr_bucket)
     services = {s.deployed.key: s for d in platform.systems.values() for s in d.services.values()}
     pulumi.export("environment", cfg.env)
     pulumi.export("vpc_id", network.vpc_id)

@@ -12,7 +12,8 @@ in another AZ with automatic failover and Multi-AZ.
 
 Durability: ElastiCache has no AOF for Redis 7; what we have is daily snapshots (RPO up to 24 hours for
 a whole-cluster loss) and, in prod, a synchronous-enough replica in another AZ (RPO of seconds for a
-node or AZ loss, failover in about a minute).
+node or AZ loss, failover in about a minute). With a DR region, :mod:`components.redis_export` adds a
+snapshot exported to S3 and replicated there every two hours.
 
 Cost note: cache.t4g.micro is about $12/month per node.
 """

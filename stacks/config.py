@@ -162,7 +162,10 @@ class RecoveryConfig(Strict):
     dr_region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     """Region that receives the copies, e.g. ``us-west-2``. Must differ from ``aws:region``."""
     backup_retention_days: int = Field(default=7, ge=1, le=35)
-    """Days of replicated Postgres backups (point-in-time restore) kept in the DR region. Default: 7."""
+    """Days of replicated Postgres backups (point-in-time restore) and of Redis exports kept in the DR region. Default: 7."""
+    redis_export_minutes: int = Field(default=120, ge=120, le=1440)
+    """How often each Redis cache is snapshotted and exported for the DR copy (the Redis RPO for a region loss).
+    At least 120: ElastiCache allows 20 manual snapshots per node group per day. Default: 120."""
 
 
 class ObservabilityConfig(Strict):

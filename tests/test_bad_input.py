@@ -66,6 +66,11 @@ CASES = {
         "platform:secrets.twinkle.PONDER_RPC_URL_11155111.api",
         "services that do: indexer, facilitator",
     ),
+    "Redis export more often than ElastiCache allows": (
+        lambda c: c.update({"platform:recovery": {"dr_region": "us-west-2", "redis_export_minutes": 60}}),
+        "platform:recovery.redis_export_minutes",
+        "greater than or equal to 120",
+    ),
     "subnet outside the VPC": (
         lambda c: c["platform:network"].update(
             subnets={

@@ -36,7 +36,7 @@ def test_elb_4_5_12_headers_logs_desync(plans):
         assert lb["dropInvalidHeaderFields"] is True
         assert lb["accessLogs"]["enabled"] is True and lb["accessLogs"]["bucket"]
         assert lb["desyncMitigationMode"] in ("defensive", "strictest")
-        assert cap.one("aws:s3/bucketPolicy:BucketPolicy").urn in cap.one(LB).dependencies  # ELB checks it can write
+        assert cap.one("aws:s3/bucketPolicy:BucketPolicy", "alb-logs-policy").urn in cap.one(LB).dependencies  # ELB checks it can write
 
 
 def test_elb_6_deletion_protection_in_prod(plans):
@@ -158,13 +158,13 @@ def test_idle_timeout_fits_sse_and_websocket(prod):
 
 
 def test_access_log_bucket_private_encrypted_and_expiring(prod):
-    block = prod.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    block = prod.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "alb-logs-private").inputs
     assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
-    sse = prod.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs
+    sse = prod.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "alb-logs-encryption").inputs
     assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"  # the only one ALB logs support
-    life = prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs
+    life = prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "alb-logs-lifecycle").inputs
     assert life["rules"][0]["expiration"]["days"] == 365
-    policy = json.loads(prod.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    policy = json.loads(prod.one("aws:s3/bucketPolicy:BucketPolicy", "alb-logs-policy").inputs["policy"])
     assert any(st["Effect"] == "Deny" and st["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for st in policy["Statement"])
 
 

@@ -203,6 +203,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"imageDigest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "imageTags": [args.args.get("imageTag")]}, []
         if args.token == "aws:elb/getServiceAccount:getServiceAccount":
             return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}, []
+        if args.token == "aws:s3/getCanonicalUserId:getCanonicalUserId":
+            return {"id": hashlib.sha256(ACCOUNT.encode()).hexdigest(), "displayName": "mock"}, []
         if args.token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
         return {}, []

@@ -51,16 +51,20 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
     lines.append("systems, their data and services:")
     urls = capture.outputs.get("urls") or {}
     p, r = cfg.preset.postgres, cfg.preset.redis
+    recovery = cfg.stack_config.recovery
+    db_dr = f", backups replicated to {recovery.dr_region}" if recovery else ""
+    cache_dr = f", exported to {recovery.dr_region} every {recovery.redis_export_minutes} min" if recovery else ""
     for system in cfg.systems.values():
         spec = system.system
         lines.append(f"  {system.name}  ({spec.seed})")
         if spec.postgres:
             lines.append(
                 f"    database  {system.name}-{cfg.env}: Postgres {p.engine_major}, {p.instance_class}, {'Multi-AZ' if p.multi_az else 'single-AZ'}, "
-                f"backups {p.backup_retention_days} d, db {spec.postgres.database}"
+                f"backups {p.backup_retention_days} d{db_dr}, db {spec.postgres.database}"
             )
         if spec.redis:
-            lines.append(f"    cache     {system.name}-{cfg.env}: Redis 7.1, {r.nodes} x {r.node_type}, maxmemory-policy {spec.redis.maxmemory_policy}")
+            policy = spec.redis.maxmemory_policy
+            lines.append(f"    cache     {system.name}-{cfg.env}: Redis 7.1, {r.nodes} x {r.node_type}, maxmemory-policy {policy}{cache_dr}")
         by_source: dict[str, list[str]] = {}
         for name, secret in spec.secrets.items():
             by_source.setdefault(secret.source.value, []).append(name)

@@ -1,0 +1,356 @@
+"""Copies of every Redis cache's snapshots in the DR region (prod, with ``platform:recovery``).
+
+ElastiCache can neither copy a snapshot to another region nor replicate a cluster-mode-disabled
+``cache.t4g`` group across regions (Global Datastore needs ``r``/``m`` nodes and a VPC in the DR
+region). What it can do is export a snapshot as an ``.rdb`` file to an S3 bucket in its own region. So:
+
+1. a scheduled Lambda (``components/lambdas/redis_export.py``) takes a manual snapshot of each group
+   every ``redis_export_minutes`` and exports it to the *export* bucket, then deletes the snapshot;
+2. S3 replication copies each ``.rdb`` to the *DR* bucket in ``dr_region``;
+3. restoring is creating a replication group there with ``snapshot_arns`` pointing at the file
+   (README, "Recovery").
+
+RPO: the interval plus the time to snapshot, export and replicate (minutes for our cache sizes), so
+about 2 h 30 min at the default. RTO: creating a replication group in the DR region (about 15-20
+minutes, plus the network and services there).
+
+Permissions: ElastiCache writes to the bucket as a service. AWS documents two mechanisms, the
+bucket ACL grant to ElastiCache's canonical user in regions enabled by default and the regional
+service principal ``<region>.elasticache-snapshot.amazonaws.com`` in opt-in regions. Both are
+configured (the one a region does not use grants nothing), which needs ACLs enabled:
+``BucketOwnerPreferred`` ownership instead of ``BucketOwnerEnforced``. Public access stays blocked.
+Objects are encrypted with SSE-S3 in both buckets (the exported files are RDB, encrypted at rest by S3).
+
+Children: ``aws:s3/bucket:Bucket`` ``-export`` and ``-dr`` (the latter in ``dr_region``), each with
+versioning, encryption, public access block, ownership controls, ACL, policy and lifecycle;
+``aws:s3/bucketReplicationConfig:BucketReplicationConfig`` and its ``aws:iam/role:Role``; the
+function's ``aws:cloudwatch/logGroup:LogGroup``, ``aws:iam/role:Role`` and
+``aws:lambda/function:Function``; an ``aws:scheduler/schedule:Schedule`` with the role it invokes
+with; an ``aws:cloudwatch/metricAlarm:MetricAlarm`` on the function's errors.
+
+Cost note: S3 storage for ``retention_days`` of exports in two regions plus cross-region transfer
+($0.02/GB), a few cents a month for our cache sizes; the function runs 96 times a day, within the
+Lambda free tier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from .lambdas import redis_export as handler
+
+HANDLER_FILE = Path(handler.__file__)
+# ElastiCache's canonical user for export ACL grants in regions enabled by default (not GovCloud).
+ELASTICACHE_CANONICAL_ID = "540804c33a284a299d2547575ce1010f2312ef3da9b3a053c8bc45bf233e4353"
+RUN_EVERY_MINUTES = 15
+# ``CopySnapshot`` to a bucket needs these on the caller, ``ListAllMyBuckets`` on ``*`` (AWS documents
+# that scoping it to the bucket fails with "unable to validate the authenticated user has access").
+EXPORT_CALLER_S3 = ["s3:GetBucketLocation", "s3:ListAllMyBuckets"]
+SERVICE_S3_ACTIONS = ["s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:GetBucketAcl", "s3:ListMultipartUploadParts", "s3:ListBucketMultipartUploads"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisExportArgs:
+    env: str
+    region: str
+    dr_region: str
+    account_id: pulumi.Input[str]
+    replication_group_ids: Sequence[str]
+    kms_key_arn: pulumi.Input[str]
+    """The environment key, which encrypts the caches and their snapshots."""
+    topic_arn: pulumi.Input[str]
+    interval_minutes: int
+    retention_days: int
+    log_retention_days: int
+
+
+class RedisExport(pulumi.ComponentResource):
+    """Scheduled snapshot export of every cache, replicated to the DR region."""
+
+    dr_bucket: pulumi.Output[str]
+    """The bucket in the DR region that holds the ``.rdb`` copies."""
+
+    def __init__(self, name: str, args: RedisExportArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:data:RedisExport", name, None, opts)
+        owner = aws.s3.get_canonical_user_id_output(opts=pulumi.InvokeOutputOptions(parent=self)).id
+        export, export_versioning = self._bucket(f"{name}-export", args, args.region, owner)
+        dr, dr_versioning = self._bucket(f"{name}-dr", args, args.dr_region, owner)
+        self._replication(name, export, export_versioning, dr, dr_versioning)
+        function = self._function(name, args, export)
+        self._schedule(name, args, function)
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-errors",
+            alarm_description=f"Redis snapshot export to {args.dr_region} failed twice running: the DR copy is getting stale",
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions={"FunctionName": function.name},
+            statistic="Sum",
+            period=RUN_EVERY_MINUTES * 60,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            treat_missing_data="notBreaching",
+            alarm_actions=[args.topic_arn],
+            ok_actions=[args.topic_arn],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.dr_bucket = dr.bucket
+        self.register_outputs({"dr_bucket": self.dr_bucket})
+
+    def _bucket(self, name: str, args: RedisExportArgs, region: str, owner: pulumi.Output[str]) -> tuple[aws.s3.Bucket, aws.s3.BucketVersioning]:
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(name, region=region, opts=pulumi.ResourceOptions(parent=self, protect=True))
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            region=region,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=child,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            region=region,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            region=region,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="AES256"
+                    )
+                )
+            ],
+            opts=child,
+        )
+        ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-owner",
+            bucket=bucket.id,
+            region=region,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerPreferred"),
+            opts=child,
+        )
+        grant = aws.s3.BucketAclAccessControlPolicyGrantGranteeArgs
+        aws.s3.BucketAcl(
+            f"{name}-acl",
+            bucket=bucket.id,
+            region=region,
+            access_control_policy=aws.s3.BucketAclAccessControlPolicyArgs(
+                owner=aws.s3.BucketAclAccessControlPolicyOwnerArgs(id=owner),
+                grants=[
+                    aws.s3.BucketAclAccessControlPolicyGrantArgs(grantee=grant(type="CanonicalUser", id=owner), permission="FULL_CONTROL"),
+                    *(
+                        aws.s3.BucketAclAccessControlPolicyGrantArgs(grantee=grant(type="CanonicalUser", id=ELASTICACHE_CANONICAL_ID), permission=p)
+                        for p in ("READ", "WRITE", "READ_ACP")
+                    ),
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ownership]),
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-policy",
+            bucket=bucket.id,
+            region=region,
+            policy=bucket.arn.apply(lambda arn: json.dumps(bucket_policy(arn, region))),
+            opts=child,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            region=region,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-exports",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.retention_days),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(noncurrent_days=1),
+                    abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(days_after_initiation=1),
+                )
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
+        return bucket, versioning
+
+    def _replication(
+        self, name: str, source: aws.s3.Bucket, source_versioning: aws.s3.BucketVersioning, dest: aws.s3.Bucket, dest_versioning: aws.s3.BucketVersioning
+    ) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-replication", assume_role_policy=json.dumps(_trust("s3.amazonaws.com")), opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-replication",
+            role=role.id,
+            policy=pulumi.Output.all(source.arn, dest.arn).apply(lambda v: json.dumps(replication_policy(*v))),
+            opts=child,
+        )
+        aws.s3.BucketReplicationConfig(
+            f"{name}-replication",
+            bucket=source.id,
+            role=role.arn,
+            rules=[
+                aws.s3.BucketReplicationConfigRuleArgs(
+                    id="to-dr-region",
+                    status="Enabled",
+                    filter=aws.s3.BucketReplicationConfigRuleFilterArgs(prefix=""),
+                    delete_marker_replication=aws.s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(status="Disabled"),
+                    destination=aws.s3.BucketReplicationConfigRuleDestinationArgs(bucket=dest.arn, storage_class="STANDARD"),
+                )
+            ],
+            # S3 refuses a replication configuration until both buckets have versioning on.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[source_versioning, dest_versioning]),
+        )
+
+    def _function(self, name: str, args: RedisExportArgs, bucket: aws.s3.Bucket) -> aws.lambda_.Function:
+        child = pulumi.ResourceOptions(parent=self)
+        function_name = f"platform-{args.env}-redis-export"
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs", name=f"/aws/lambda/{function_name}", retention_in_days=args.log_retention_days, kms_key_id=args.kms_key_arn, opts=child
+        )
+        role = aws.iam.Role(f"{name}-function", assume_role_policy=json.dumps(_trust("lambda.amazonaws.com")), opts=child)
+        policy = pulumi.Output.all(args.account_id, bucket.arn, logs.arn, args.kms_key_arn).apply(
+            lambda v: json.dumps(function_policy(args.region, *v, args.replication_group_ids))
+        )
+        role_policy = aws.iam.RolePolicy(f"{name}-function", role=role.id, policy=policy, opts=child)
+        return aws.lambda_.Function(
+            f"{name}-function",
+            name=function_name,
+            description=f"Export Redis snapshots every {args.interval_minutes} min for the {args.dr_region} copy",
+            runtime="python3.12",
+            architectures=["arm64"],
+            handler=f"{HANDLER_FILE.stem}.handler",
+            # relative to the project directory, where Pulumi runs the program: the same path on every machine
+            code=pulumi.AssetArchive({HANDLER_FILE.name: pulumi.FileAsset(os.path.relpath(HANDLER_FILE))}),
+            role=role.arn,
+            timeout=120,
+            memory_size=128,
+            # one run at a time: two concurrent runs could take two snapshots
+            reserved_concurrent_executions=1,
+            environment=aws.lambda_.FunctionEnvironmentArgs(
+                variables={
+                    "REPLICATION_GROUPS": ",".join(args.replication_group_ids),
+                    "BUCKET": bucket.bucket,
+                    "INTERVAL_MINUTES": str(args.interval_minutes),
+                }
+            ),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
+        )
+
+    def _schedule(self, name: str, args: RedisExportArgs, function: aws.lambda_.Function) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-scheduler", assume_role_policy=json.dumps(_trust("scheduler.amazonaws.com")), opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-scheduler",
+            role=role.id,
+            policy=function.arn.apply(
+                lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": arn}]})
+            ),
+            opts=child,
+        )
+        aws.scheduler.Schedule(
+            f"{name}-schedule",
+            name=f"platform-{args.env}-redis-export",
+            description="Runs the Redis snapshot export; each run decides whether a snapshot is due",
+            schedule_expression=f"rate({RUN_EVERY_MINUTES} minutes)",
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=function.arn,
+                role_arn=role.arn,
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(maximum_retry_attempts=0),
+            ),
+            opts=child,
+        )
+
+
+def _trust(service: str) -> dict:
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+
+
+def bucket_policy(bucket_arn: str, region: str) -> dict:
+    """TLS only; ElastiCache (opt-in regions' mechanism) may write exports and read them for a restore."""
+    resources = [bucket_arn, f"{bucket_arn}/*"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": resources,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "ElastiCacheSnapshots",
+                "Effect": "Allow",
+                "Principal": {"Service": f"{region}.elasticache-snapshot.amazonaws.com"},
+                "Action": SERVICE_S3_ACTIONS,
+                "Resource": resources,
+            },
+        ],
+    }
+
+
+def replication_policy(source_arn: str, dest_arn: str) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": source_arn},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"],
+                "Resource": f"{source_arn}/*",
+            },
+            {"Effect": "Allow", "Action": ["s3:ReplicateObject", "s3:ReplicateTags"], "Resource": f"{dest_arn}/*"},
+        ],
+    }
+
+
+def function_policy(region: str, account: str, bucket_arn: str, log_group_arn: str, key_arn: str, groups: Sequence[str]) -> dict:
+    """Snapshots of our groups only, named ``dr-*``; export to our bucket; its own log group."""
+    ec = f"arn:aws:elasticache:{region}:{account}"
+    snapshots = f"{ec}:snapshot:{handler.PREFIX}*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "List", "Effect": "Allow", "Action": "elasticache:DescribeSnapshots", "Resource": "*"},
+            {
+                "Sid": "Snapshot",
+                "Effect": "Allow",
+                "Action": "elasticache:CreateSnapshot",
+                # a snapshot of a replication group is taken from one of its nodes (``<group>-001``, ...)
+                "Resource": [*(f"{ec}:replicationgroup:{g}" for g in groups), *(f"{ec}:cluster:{g}-*" for g in groups), snapshots],
+            },
+            {"Sid": "ExportAndDelete", "Effect": "Allow", "Action": ["elasticache:CopySnapshot", "elasticache:DeleteSnapshot"], "Resource": snapshots},
+            {"Sid": "ExportCaller", "Effect": "Allow", "Action": EXPORT_CALLER_S3, "Resource": "*"},
+            {
+                "Sid": "ExportBucket",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:PutObject", "s3:GetObject"],
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+            },
+            {
+                "Sid": "SnapshotKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*", "kms:CreateGrant"],
+                "Resource": key_arn,
+                "Condition": {"StringEquals": {"kms:ViaService": f"elasticache.{region}.amazonaws.com"}},
+            },
+            {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"},
+        ],
+    }
