@@ -22,6 +22,7 @@ from stacks.errors import ConfigError
 from .alb import Alb, AlbArgs
 from .cluster import Cluster, ClusterArgs
 from .kms import EnvironmentKey, EnvironmentKeyArgs
+from .kubernetes import SystemWorkloads, WorkloadsArgs, provider
 from .network import Network, NetworkArgs
 from .observability import AlarmTopic, AlarmTopicArgs, Cache, Database, EcsService, SystemMonitoring, SystemMonitoringArgs, TelemetryCredential, WebTarget
 from .postgres import DrCopy, Postgres, PostgresArgs
@@ -42,6 +43,8 @@ class SystemData:
     redis: Redis | None
     secrets: SystemSecrets
     services: dict[str, Service] = field(default_factory=dict)
+    workloads: SystemWorkloads | None = None
+    """With ``compute: kubernetes``: the system's namespace and workloads (``services`` is then empty)."""
     monitoring: SystemMonitoring | None = None
 
 
@@ -52,7 +55,7 @@ class Shared:
     account_id: pulumi.Output[str]
     key: EnvironmentKey
     network: Network
-    cluster: Cluster
+    cluster: Cluster | None
     registry: Registry
     alb: Alb | None
     telemetry: Telemetry
@@ -63,7 +66,8 @@ class Shared:
 class Platform:
     key: EnvironmentKey
     network: Network
-    cluster: Cluster
+    cluster: Cluster | None
+    """None with ``compute: kubernetes``."""
     alb: Alb | None
     systems: dict[str, SystemData] = field(default_factory=dict)
 
@@ -80,7 +84,7 @@ def _lookup(tree: pulumi.Output[Any], path: str) -> pulumi.Output[str]:
     return pulumi.Output.secret(tree.apply(dig))
 
 
-def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = None) -> Platform | None:
+def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = None, kubeconfig: pulumi.Output[str] | None = None) -> Platform | None:
     """Declare every resource of the environment and export what users look for."""
     preset = cfg.preset
     account_id = aws.get_caller_identity_output().account_id
@@ -118,10 +122,12 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             existing=cfg.network.existing,
         ),
     )
-    cluster = Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot))
+    kube = cfg.stack_config.kubernetes if cfg.stack_config.compute == "kubernetes" else None
+    cluster = None if kube else Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot))
     web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
+    idle_timeout = LONG_IDLE_TIMEOUT_SECONDS if any(svc.spec.long_lived_connections for svc in web) else 60
     alb = None
-    if web:
+    if web and not kube:
         alb = Alb(
             "alb",
             AlbArgs(
@@ -133,7 +139,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 hosted_zone_id=cfg.stack_config.hosted_zone_id,
                 certificate_arn=cfg.stack_config.certificate_arn,
                 strict_paths={svc.key: svc.spec.strict_paths for svc in web if svc.spec.strict_paths},
-                idle_timeout_seconds=LONG_IDLE_TIMEOUT_SECONDS if any(svc.spec.long_lived_connections for svc in web) else 60,
+                idle_timeout_seconds=idle_timeout,
                 settings=preset.edge,
             ),
         )
@@ -158,9 +164,13 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         )
         dr = DrCopy(region=recovery.dr_region, kms_key_arn=dr_key.arn, retention_days=recovery.backup_retention_days)
     platform = Platform(key=key, network=network, cluster=cluster, alb=alb)
+    cluster_provider = provider(kube, kubeconfig) if kube else None
     for system in cfg.systems.values():
         data = _data_tier(cfg, system, key, network, external_secrets, dr)
-        data.services = _services(cfg, system, data, shared)
+        if kube and cluster_provider:
+            data.workloads = _workloads(cfg, system, data, shared, cluster_provider, idle_timeout)
+        else:
+            data.services = _services(cfg, system, data, shared)
         data.monitoring = _monitoring(cfg, system, data, shared)
         platform.systems[system.name] = data
 
@@ -192,11 +202,17 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         {s.name: {image: registry.digest(f"{s.name}/{image}", ref) for image, ref in sorted(s.images.items())} for s in cfg.systems.values()},
     )
     pulumi.export("databases", {n: d.postgres.address for n, d in platform.systems.items() if d.postgres})
-    pulumi.export("cluster_name", cluster.name)
+    if cluster is not None:
+        pulumi.export("cluster_name", cluster.name)
     pulumi.export("alarm_topic_arn", topic.arn)
     pulumi.export("dashboards", {n: d.monitoring.dashboard.dashboard_name for n, d in platform.systems.items() if d.monitoring})
     pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
     pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
+    if kube:
+        workloads = {n: d.workloads for n, d in platform.systems.items() if d.workloads}
+        pulumi.export("namespaces", {n: w.namespace for n, w in workloads.items()})
+        pulumi.export("deployments", {f"{n}-{svc}": f"{w.namespace}/{dep}" for n, w in workloads.items() for svc, dep in w.deployments.items()})
+        pulumi.export("urls", {f"{n}-{svc}": url for n, w in workloads.items() for svc, url in w.urls.items()})
     pulumi.export(
         "webhook_urls",
         {
@@ -239,7 +255,7 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 region=cfg.region,
                 account_id=shared.account_id,
                 cluster_arn=shared.cluster.arn,
-                cluster_name=shared.cluster.name,
+                cluster_name=shared.cluster.name if shared.cluster else "",
                 vpc_id=shared.network.vpc_id,
                 subnet_ids=shared.network.private_subnet_ids,
                 kms_key_arn=shared.key.arn,
@@ -260,6 +276,48 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
     return built
 
 
+def _workloads(
+    cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared, cluster: pulumi.ProviderResource, idle_timeout: int
+) -> SystemWorkloads:
+    """The system on Kubernetes: its stores admit the cluster's security group, its services become workloads."""
+    kube = cfg.stack_config.kubernetes
+    assert kube is not None
+    system = deployed.system
+    for label, store in (("db", data.postgres), ("cache", data.redis)):
+        if store is not None:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{system.name}-{label}-from-cluster",
+                security_group_id=store.security_group_id,
+                referenced_security_group_id=kube.cluster_security_group_id,
+                ip_protocol="tcp",
+                from_port=store.port,
+                to_port=store.port,
+                description=f"{system.name} pods on the Kubernetes cluster",
+            )
+    public = {}
+    for svc in deployed.services.values():
+        if svc.spec.public_url_env and cfg.domain and svc.hostname:
+            public[svc.name] = {svc.spec.public_url_env: f"https://{svc.hostname}"}
+    return SystemWorkloads(
+        f"{system.name}-k8s",
+        WorkloadsArgs(
+            system=deployed,
+            env=cfg.env,
+            region=cfg.region,
+            settings=kube,
+            compute=cfg.preset.compute,
+            secrets=data.secrets,
+            images={svc.name: shared.registry.image_uri(f"{system.name}/{svc.image_name}", svc.image) for svc in deployed.services.values()},
+            kms_key_arn=shared.key.arn,
+            domain=cfg.domain,
+            certificate_arn=cfg.stack_config.certificate_arn,
+            idle_timeout_seconds=idle_timeout,
+            extra_env=public,
+        ),
+        opts=pulumi.ResourceOptions(providers={"kubernetes": cluster}),
+    )
+
+
 def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared) -> SystemMonitoring:
     system = deployed.system
     preset = cfg.preset
@@ -275,7 +333,7 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
             system=system.name,
             region=cfg.region,
             topic_arn=shared.topic.arn,
-            cluster_name=shared.cluster.name,
+            cluster_name=shared.cluster.name if shared.cluster else "",
             settings=preset.observability,
             web=web,
             services=[EcsService(s.deployed.key, s.service_name, s.deployed.spec.kind is ServiceKind.singleton) for s in data.services.values()],
@@ -351,7 +409,9 @@ def run_stack(project_dir: Path) -> Platform | None:
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
     external = pulumi.Config(PROJECT).get_secret_object("secrets")
-    return build(config, external)
+    kube = config.stack_config.kubernetes
+    kubeconfig = pulumi.Config("kubernetes").require_secret("kubeconfig") if kube and kube.kubeconfig == "config" else None
+    return build(config, external, kubeconfig)
 
 
 __all__ = ["Platform", "build", "run_stack"]

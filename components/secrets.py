@@ -59,6 +59,8 @@ class SystemSecrets(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         self._args = args
         self._arns: dict[tuple[str, str | None], pulumi.Output[str]] = {}
+        self._paths: dict[tuple[str, str | None], str] = {}
+        self._values: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         self.versions: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         """(NAME, service or None) -> version id of a generated or external value we wrote; changes with the
         value. Derived values are not tracked here: their version waits for the data store, and a service
@@ -105,7 +107,9 @@ class SystemSecrets(pulumi.ComponentResource):
             opts=self._child,
         )
         self._arns[(secret_name, service)] = secret.arn
+        self._paths[(secret_name, service)] = path
         if value is not None:
+            self._values[(secret_name, service)] = pulumi.Output.secret(value)
             version = aws.secretsmanager.SecretVersion(key, secret_id=secret.arn, secret_string=pulumi.Output.secret(value), opts=self._child)
             if track:
                 self.versions[(secret_name, service)] = version.version_id
@@ -115,6 +119,19 @@ class SystemSecrets(pulumi.ComponentResource):
         out = {}
         for secret_name in self._args.system.services[service].secrets:
             out[secret_name] = self._arns.get((secret_name, service)) or self._arns[(secret_name, None)]
+        return out
+
+    def names_for(self, service: str) -> dict[str, str]:
+        """Env var name -> Secrets Manager name, for exactly the secrets ``service`` declares."""
+        return {n: self._paths.get((n, service)) or self._paths[(n, None)] for n in self._args.system.services[service].secrets}
+
+    def values_for(self, service: str) -> dict[str, pulumi.Output[str]]:
+        """Env var name -> value (a secret Output), for the secrets of ``service`` whose value Pulumi knows."""
+        out = {}
+        for n in self._args.system.services[service].secrets:
+            value = self._values.get((n, service)) or self._values.get((n, None))
+            if value is not None:
+                out[n] = value
         return out
 
     def versions_for(self, service: str) -> list[pulumi.Output[str]]:

@@ -410,10 +410,10 @@ def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
 
 
 def _volumes(paths: Sequence[str]) -> list[str]:
-    return [_volume_name(p) for p in paths]
+    return [volume_name(p) for p in paths]
 
 
-def _volume_name(path: str) -> str:
+def volume_name(path: str) -> str:
     return "scratch-" + ("".join(ch if ch.isalnum() else "-" for ch in path.strip("/")) or "root")
 
 
@@ -451,7 +451,7 @@ def container_definitions(
         "readonlyRootFilesystem": not writable_root,
         "privileged": False,
         "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-        "mountPoints": [{"sourceVolume": _volume_name(p), "containerPath": p, "readOnly": False} for p in spec.writable_paths],
+        "mountPoints": [{"sourceVolume": volume_name(p), "containerPath": p, "readOnly": False} for p in spec.writable_paths],
         "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
     }
     app: dict[str, Any] = {

@@ -169,6 +169,44 @@ class Scaling(Strict):
     """Scale on CPU and memory where the preset allows it. Default: true; singletons never autoscale."""
 
 
+class PodResources(Strict):
+    cpu: str = Field(pattern=r"^[1-9][0-9]*m$")
+    """Millicores, e.g. ``250m``."""
+    memory: str = Field(pattern=r"^[1-9][0-9]*Mi$")
+    """Mebibytes, e.g. ``256Mi``."""
+
+
+class Probe(Strict):
+    initial_delay_seconds: int = Field(ge=0, le=600)
+    period_seconds: int = Field(ge=1, le=300)
+
+
+class KubernetesSpec(Strict):
+    """How the service runs on Kubernetes (``compute: kubernetes``). ECS ignores it."""
+
+    requests: PodResources | None = None
+    """Default: the service's ``cpu``/``memory`` (1024 CPU units = 1000m)."""
+    limits: PodResources | None = None
+    """Default: twice the CPU request, memory equal to the request."""
+    liveness: Probe = Probe(initial_delay_seconds=30, period_seconds=10)
+    """Liveness probe on the health path. Default: after 30 s, every 10 s (darwin's guide)."""
+    readiness: Probe = Probe(initial_delay_seconds=5, period_seconds=5)
+    """Readiness probe on the health path. Default: after 5 s, every 5 s (darwin's guide)."""
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> KubernetesSpec:
+        if self.requests and self.limits:
+            for key in ("cpu", "memory"):
+                if int(getattr(self.limits, key)[: -2 if key == "memory" else -1]) < int(getattr(self.requests, key)[: -2 if key == "memory" else -1]):
+                    raise ValueError(f"limits.{key} is below requests.{key}")
+        return self
+
+    def resources(self, cpu_units: int, memory_mib: int) -> dict[str, dict[str, str]]:
+        requests = self.requests or PodResources(cpu=f"{cpu_units * 1000 // 1024}m", memory=f"{memory_mib}Mi")
+        limits = self.limits or PodResources(cpu=f"{int(requests.cpu[:-1]) * 2}m", memory=requests.memory)
+        return {"requests": requests.model_dump(), "limits": limits.model_dump()}
+
+
 class Migration(Strict):
     """A one-off command run with the new image before the new version serves traffic."""
 
@@ -221,6 +259,8 @@ class Service(Strict):
     """web only: paths third parties call back; their full URLs are stack outputs to register. Default: none."""
     strict_paths: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$", max_length=200)]] = []
     """web only: path prefixes with the stricter WAF rate limit (darwin's ``/admin``). Default: none."""
+    kubernetes: KubernetesSpec = KubernetesSpec()
+    """Requests, limits and probes on Kubernetes. Default: from ``cpu``/``memory``, darwin's probe timings."""
 
     @field_validator("env")
     @classmethod

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -177,8 +177,35 @@ class ObservabilityConfig(Strict):
     """Header that carries the credential; its value is the secret ``<env>/platform/OTLP_AUTH``. Default: Authorization."""
 
 
+class KubernetesConfig(Strict):
+    """Where and how the services run with ``compute: kubernetes``. The data tier and secrets stay on AWS."""
+
+    kubeconfig: Literal["environment", "config"] = "environment"
+    """``environment``: the provider reads ``KUBECONFIG`` (or ``~/.kube/config``); ``config``: the encrypted
+    stack value ``kubernetes:kubeconfig`` (``pulumi config set --secret kubernetes:kubeconfig < file``). Default: environment."""
+    context: str | None = Field(default=None, min_length=1, max_length=253)
+    """Context in the kubeconfig. Default: its current context."""
+    cluster_security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{8,17}$")
+    """Security group of the cluster's nodes (or pods): Postgres and Redis admit it."""
+    ingress_class: str = Field(default="alb", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)
+    """IngressClass of web services. ``alb`` adds the AWS Load Balancer Controller's annotations. Default: alb."""
+    secrets: Literal["external-secrets", "kubernetes"] = "external-secrets"
+    """``external-secrets``: an External Secrets Operator ``ExternalSecret`` per service reads Secrets Manager
+    through the service's IAM role (IRSA); ``kubernetes``: a plain Secret written by Pulumi from the values
+    it knows (every external secret then needs a value in the stack file). Default: external-secrets."""
+    oidc_provider_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/[^\s]+$")
+    """The cluster's IAM OIDC provider, for IAM roles for service accounts. Required with external-secrets."""
+    otel_endpoint: str = Field(default="http://$(HOST_IP):4318", pattern=r"^https?://[^\s]+$")
+    """OTLP/HTTP collector the apps send to. Default: a node agent on each node (``$(HOST_IP)`` is the node's IP)."""
+
+
 class StackConfig(Strict):
     """Everything under ``platform:`` in ``Pulumi.<stack>.yaml``."""
+
+    compute: Literal["ecs", "kubernetes"] = "ecs"
+    """Where the services run: ECS on Fargate, or an existing Kubernetes cluster (``platform:kubernetes``). Default: ecs."""
+    kubernetes: KubernetesConfig | None = None
+    """The cluster, with ``compute: kubernetes``. Default: none."""
 
     preset: str | None = None
     """``dev``, ``staging`` or ``prod``. Default: the stack name."""
@@ -350,6 +377,8 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
         )
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
+    if sc.compute == "kubernetes" and sc.kubernetes is not None:
+        _kubernetes_rules(sc.kubernetes, config, systems, file)
     hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
     limit, why = (WEB_SERVICES_PER_ALB, "security group rules per direction (60)") if sc.domain else (LISTENERS_PER_ALB, "listeners per ALB (50)")
     if len(hosts) > limit:
@@ -387,6 +416,40 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     )
 
 
+def _kubernetes_rules(k8s: KubernetesConfig, config: dict[str, Any], systems: dict[str, DeployedSystem], file: str) -> None:
+    """What ``compute: kubernetes`` needs beyond the model: the kubeconfig secret, and secret values Pulumi can write."""
+    problems = []
+    if k8s.kubeconfig == "config" and not isinstance(config.get("kubernetes:kubeconfig"), Secure):
+        problems.append(
+            Problem(
+                file,
+                "kubernetes:kubeconfig",
+                "required, encrypted, with 'kubeconfig: config': run `pulumi config set --secret kubernetes:kubeconfig < kubeconfig.yaml`",
+            )
+        )
+    if k8s.secrets == "kubernetes":
+        missing: dict[str, list[str]] = {}
+        for system in systems.values():
+            have = {p for paths in system.external_secrets.values() for p in paths}
+            for svc in system.services.values():
+                for name in svc.spec.secrets:
+                    spec = system.system.secrets[name]
+                    path = f"secrets.{system.name}.{name}" + (f".{svc.name}" if spec.per_service else "")
+                    if spec.source is SecretSource.external and path not in have:
+                        missing.setdefault(path, []).append(svc.key)
+        for path, users in missing.items():
+            problems.append(
+                Problem(
+                    file,
+                    f"{PROJECT}:{path}",
+                    f"needed by {', '.join(users)}: with 'kubernetes.secrets: kubernetes' Pulumi writes the Secret, so it needs the value; "
+                    f"run `pulumi config set --secret --path '{path}' <value>`, or use 'secrets: external-secrets'",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
 def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
     """Rules across keys of the stack file."""
     problems = []
@@ -404,6 +467,21 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
     for key in ("hosted_zone_id", "certificate_arn"):
         if getattr(sc, key) and not sc.domain:
             problems.append(Problem(file, f"{PROJECT}:{key}", "only applies with 'platform:domain'; set the domain or remove this key"))
+    if sc.compute == "kubernetes":
+        if sc.kubernetes is None:
+            problems.append(Problem(file, f"{PROJECT}:kubernetes", "required with 'compute: kubernetes': at least cluster_security_group_id"))
+        elif sc.kubernetes.secrets == "external-secrets" and not sc.kubernetes.oidc_provider_arn:
+            problems.append(
+                Problem(
+                    file,
+                    f"{PROJECT}:kubernetes.oidc_provider_arn",
+                    "required with 'secrets: external-secrets' (each service reads its secrets through an IAM role for its service account)",
+                )
+            )
+        if sc.network.existing is None:
+            problems.append(Problem(file, f"{PROJECT}:network.existing", "required with 'compute: kubernetes': the ids of the cluster's VPC and subnets"))
+    elif sc.kubernetes is not None:
+        problems.append(Problem(file, f"{PROJECT}:kubernetes", "only applies with 'compute: kubernetes'; set it or remove this key"))
     if sc.registry.only and not sc.registry.create:
         problems.append(Problem(file, f"{PROJECT}:registry.only", "only applies to the stack that creates the repositories (registry.create: true)"))
     if sc.registry.account_id and sc.registry.create:
@@ -565,7 +643,9 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                 hosts[hostname] = owner
             image_name = system.image_of(svc_name)
             if image_name in images:
-                platform_env = _platform_env(f"{sname}-{svc_name}", env, preset, images[image_name], svc.otel_sidecar)
+                platform_env = _platform_env(f"{sname}-{svc_name}", env, preset, images[image_name], svc.otel_sidecar and sc.compute == "ecs")
+                if sc.kubernetes is not None and sc.compute == "kubernetes":
+                    platform_env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sc.kubernetes.otel_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
                 env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
                 services[svc_name] = DeployedService(sname, svc_name, svc, images[image_name], image_name, hostname, env_vars)
         deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate))

@@ -65,7 +65,7 @@ def test_checked_in_schemas_are_fresh():
     assert stale == [], "run `python -m tools.schema`"
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", [*STACKS, "staging-eks"])
 def test_stack_files_validate_against_the_schema(stack):
     data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
     jsonschema.validate(data, schema.stack_schema())

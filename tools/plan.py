@@ -83,11 +83,14 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
             boards = [r.inputs.get("dashboardName", r.name) for r in children if r.type == "aws:cloudwatch/dashboard:Dashboard"]
             lines.append(f"    dashboard {', '.join(boards)}")
             lines.append(f"    alarms    {len(alarms)}: {', '.join(a.removeprefix(system.name + '-') for a in alarms)}")
+    if cfg.stack_config.compute == "kubernetes":
+        lines.append("")
+        lines.extend(_kubernetes_lines(capture))
     lines.append("")
     lines.extend(_cost_lines(capture, cfg))
     lines.append("")
     lines.extend(_deploy_lines(capture, cfg))
-    if not cfg.domain:
+    if not cfg.domain and cfg.stack_config.compute == "ecs":
         lines.append("")
         lines.append(
             "no domain configured: each web service is served over plain HTTP on its own port of the load balancer's name "
@@ -98,6 +101,57 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
     for name, value in capture.outputs.items():
         lines.append(f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}")
     return "\n".join(lines)
+
+
+KUBE_ORDER = (
+    "Namespace",
+    "ServiceAccount",
+    "SecretStore",
+    "ExternalSecret",
+    "Secret",
+    "Job",
+    "Deployment",
+    "Service",
+    "Ingress",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+)
+
+
+def _kubernetes_lines(capture: Capture) -> list[str]:
+    """Every Kubernetes object, by namespace: kind, name and what matters about it."""
+    objects: dict[str, list[tuple[int, str]]] = {}
+    for r in capture.resources:
+        if not r.type.startswith("kubernetes:") or not r.custom:
+            continue
+        i = r.inputs
+        kind, meta = i.get("kind", r.type.rsplit(":", 1)[-1]), i.get("metadata", {})
+        ns = meta.get("namespace") or meta.get("name", "")
+        detail = ""
+        spec = i.get("spec", {})
+        if kind == "Deployment":
+            pod = spec["template"]["spec"]
+            c = pod["containers"][0]
+            replicas = spec.get("replicas", "hpa")
+            probes = "probes" if "livenessProbe" in c else "no probes"
+            requests = c["resources"]["requests"]
+            replicas = int(replicas) if isinstance(replicas, float) else replicas
+            detail = f"replicas {replicas}, {spec['strategy']['type']}, requests {requests['cpu']}/{requests['memory']}, {probes}"
+        elif kind == "Ingress":
+            rule = spec["rules"][0]
+            detail = f"class {spec.get('ingressClassName')}, host {rule.get('host', '*')}"
+        elif kind == "HorizontalPodAutoscaler":
+            detail = f"{spec['minReplicas']}-{spec['maxReplicas']} on CPU"
+        elif kind == "Job":
+            detail = "migration, gates the Deployment"
+        rank = KUBE_ORDER.index(kind) if kind in KUBE_ORDER else len(KUBE_ORDER)
+        objects.setdefault(ns, []).append((rank, f"    {kind:<24} {meta.get('name', r.name)}  {detail}".rstrip()))
+    total = sum(len(v) for v in objects.values())
+    out = [f"kubernetes workloads ({total} objects):"]
+    for ns in sorted(objects):
+        out.append(f"  namespace {ns}")
+        out.extend(line for _, line in sorted(objects[ns]))
+    return out
 
 
 def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
@@ -119,6 +173,8 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
 
 
 def _deploy_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
+    if cfg.stack_config.compute == "kubernetes":
+        return ["modeled deploy time: not modeled for Kubernetes workloads (the data file has AWS resources only)"]
     times = deploytime.load_times()
     p50, p90 = deploytime.schedule(capture, "p50", times), deploytime.schedule(capture, "p90", times)
     out = [f"modeled from-scratch pulumi up: {p50.total:.1f} min (p50), {p90.total:.1f} min (p90)"]

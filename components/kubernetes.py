@@ -1,0 +1,488 @@
+"""One system's services on an existing Kubernetes cluster (``compute: kubernetes``), from the same catalog.
+
+The data tier and secrets stay on AWS (RDS, ElastiCache, Secrets Manager); only the services move.
+Supported Kubernetes versions: :data:`SUPPORTED_VERSIONS` (every object is validated against both ends
+in the tests, with ``kubernetes-validate`` in strict mode).
+
+Children, in the namespace ``<system>-<env>`` (``kubernetes:core/v1:Namespace``, Pod Security
+``restricted`` enforced), per service:
+
+- ``ServiceAccount`` (no API token mounted). With ``secrets: external-secrets`` it carries the IAM role
+  (``aws:iam/role:Role``, trusted by the cluster's OIDC provider for this one service account) that may
+  read exactly the service's secrets, and a ``SecretStore`` plus an ``ExternalSecret``
+  (``external-secrets.io/v1``) copy them into a Kubernetes Secret. With ``secrets: kubernetes`` Pulumi
+  writes that Secret itself (``immutable``), from the values it knows.
+- The Secret's name ends with a hash of the secret versions and rotation keys (the ECS label
+  ``platform.secrets-revision``), so a rotation is a new Secret and a new pod template: the pods roll,
+  and a new pod waits for its Secret before it starts while the old ones keep serving.
+- ``Deployment``: resources and probes from the catalog (darwin's guide: requests 256Mi/250m, limits
+  512Mi/500m, liveness after 30 s every 10 s, readiness after 5 s every 5 s); non-root, read-only root
+  filesystem with an ``emptyDir`` per writable path, all capabilities dropped, no privilege escalation,
+  ``RuntimeDefault`` seccomp; spread across zones; grace period = the app's shutdown time + 5 s.
+  Singletons run one replica with the ``Recreate`` strategy (never two at once); the rest roll with
+  ``maxUnavailable: 0``.
+- Migrations: a ``Job`` per image (``<service>-migrate-<hash>``) that Pulumi waits on before it touches
+  the Deployment; a failed migration fails ``pulumi up`` and the old pods keep serving.
+- Web services: a ``Service``, an ``Ingress`` (class from config; with ``alb`` the AWS Load Balancer
+  Controller's annotations: health-check path and codes, HTTPS with the TLS 1.3 policy and a redirect,
+  one shared load balancer per environment), a ``PodDisruptionBudget`` and, where the preset
+  autoscales, a ``HorizontalPodAutoscaler`` (``autoscaling/v2``) on CPU.
+
+Every object carries ``app.kubernetes.io/name``, ``part-of``, ``version``, ``managed-by`` and
+``platform/environment``. The Deployment sets no ``replicas`` when an HPA owns the count, so
+``pulumi up`` never fights the autoscaler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from stacks.catalog import Migration, ServiceKind
+from stacks.config import DeployedService, DeployedSystem, KubernetesConfig
+from stacks.presets import ComputePreset
+
+from .secrets import SystemSecrets
+from .service import DEFAULT_USER, task_counts, volume_name
+
+SUPPORTED_VERSIONS = ("1.33", "1.37")
+"""Oldest and newest Kubernetes minor versions the objects are validated against."""
+ESO_API = "external-secrets.io/v1"
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+def provider(settings: KubernetesConfig, kubeconfig: pulumi.Output[str] | None) -> k8s.Provider:
+    """The cluster, from the stack's encrypted ``kubernetes:kubeconfig`` or the environment's ``KUBECONFIG``."""
+    return k8s.Provider("cluster", kubeconfig=kubeconfig, context=settings.context)
+
+
+def version_label(version: str) -> str:
+    """A label value (63 characters, alphanumerics, ``-_.``) for a tag or ``sha256:`` digest."""
+    if version.startswith("sha256:"):
+        return "sha256-" + version.removeprefix("sha256:")[:12]
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", version)[:63].strip("-_.") or "unknown"
+
+
+def _short_hash(values: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadsArgs:
+    system: DeployedSystem
+    env: str
+    region: str
+    settings: KubernetesConfig
+    compute: ComputePreset
+    secrets: SystemSecrets
+    images: Mapping[str, pulumi.Input[str]]
+    """Service name -> image URI (pinned by digest)."""
+    kms_key_arn: pulumi.Input[str]
+    domain: str | None = None
+    certificate_arn: str | None = None
+    idle_timeout_seconds: int = 60
+    """The shared load balancer's idle timeout; every Ingress of the group must say the same. Default: 60."""
+    extra_env: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
+    """Service name -> more plain env (offerhub's public URL)."""
+
+
+class SystemWorkloads(pulumi.ComponentResource):
+    """A system's namespace and its services' workloads."""
+
+    namespace: str
+    deployments: dict[str, str]
+    """Service name -> Deployment name."""
+    urls: dict[str, str]
+    """Web service name -> public URL (with a domain)."""
+
+    def __init__(self, name: str, args: WorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:kubernetes:SystemWorkloads", name, None, opts)
+        self._args = args
+        system = args.system
+        self.namespace = f"{system.name}-{args.env}"
+        self.deployments = {}
+        self.urls = {}
+        ns = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=self.namespace,
+                labels={
+                    **self._labels(None),
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._child = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        migration = system.system.migration
+        for svc in system.services.values():
+            self._service(svc, migration if migration and migration.service == svc.name else None)
+        self.register_outputs({"namespace": self.namespace})
+
+    # ------------------------------------------------------------------ labels and metadata
+
+    def _labels(self, svc: DeployedService | None) -> dict[str, str]:
+        a = self._args
+        labels = {
+            "app.kubernetes.io/part-of": a.system.name,
+            "app.kubernetes.io/managed-by": "pulumi",
+            "platform/environment": a.env,
+        }
+        if svc is not None:
+            labels |= {"app.kubernetes.io/name": svc.name, "app.kubernetes.io/version": version_label(svc.image.version)}
+        return labels
+
+    def _selector(self, svc: DeployedService) -> dict[str, str]:
+        return {"app.kubernetes.io/name": svc.name, "app.kubernetes.io/part-of": self._args.system.name}
+
+    def _meta(self, name: pulumi.Input[str], svc: DeployedService, annotations: Mapping[str, str] | None = None) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(name=name, namespace=self.namespace, labels=self._labels(svc), annotations=dict(annotations) if annotations else None)
+
+    # ------------------------------------------------------------------ one service
+
+    def _service(self, svc: DeployedService, migration: Migration | None) -> None:
+        a = self._args
+        key = svc.key
+        account = self._service_account(svc)
+        secret_name = self._secret(svc, account)
+        pod_spec = self._pod_spec(svc, secret_name, account)
+        gates: list[pulumi.Resource] = []
+        if migration is not None:
+            gates.append(self._migration(svc, migration, secret_name, account))
+        low, high = task_counts(svc, a.compute)
+        singleton = svc.spec.kind is ServiceKind.singleton
+        autoscaled = high > low
+        strategy = (
+            k8s.apps.v1.DeploymentStrategyArgs(type="Recreate")
+            if singleton
+            else k8s.apps.v1.DeploymentStrategyArgs(
+                type="RollingUpdate", rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1)
+            )
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{key}-deployment",
+            metadata=self._meta(svc.name, svc),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=None if autoscaled else low,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self._selector(svc)),
+                strategy=strategy,
+                revision_history_limit=5,
+                template=k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=self._labels(svc)), spec=pod_spec),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, *gates]),
+        )
+        self.deployments[svc.name] = svc.name
+        if autoscaled:
+            self._autoscaler(svc, low, high, deployment)
+        if svc.spec.kind is ServiceKind.web:
+            self._web(svc)
+
+    def _service_account(self, svc: DeployedService) -> k8s.core.v1.ServiceAccount:
+        a = self._args
+        annotations = None
+        if a.settings.secrets == "external-secrets":
+            role = self._irsa_role(svc)
+            annotations = {"eks.amazonaws.com/role-arn": role}
+        return k8s.core.v1.ServiceAccount(
+            f"{svc.key}-sa",
+            metadata=self._meta(svc.name, svc, annotations),
+            automount_service_account_token=False,
+            opts=self._child,
+        )
+
+    def _irsa_role(self, svc: DeployedService) -> pulumi.Output[str]:
+        """An IAM role only this service account can assume, reading only this service's secrets."""
+        a = self._args
+        provider_arn = a.settings.oidc_provider_arn or ""
+        issuer = provider_arn.split(":oidc-provider/", 1)[1]
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {f"{issuer}:sub": f"system:serviceaccount:{self.namespace}:{svc.name}", f"{issuer}:aud": "sts.amazonaws.com"}
+                    },
+                }
+            ],
+        }
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{svc.key}-irsa", assume_role_policy=json.dumps(trust), opts=child)
+        arns = list(a.secrets.arns_for(svc.name).values())
+        policy = pulumi.Output.all(a.kms_key_arn, *arns).apply(
+            lambda v: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], "Resource": sorted(v[1:])},
+                        {
+                            "Effect": "Allow",
+                            "Action": "kms:Decrypt",
+                            "Resource": v[0],
+                            "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{a.region}.amazonaws.com"}},
+                        },
+                    ],
+                }
+            )
+        )
+        aws.iam.RolePolicy(f"{svc.key}-irsa", role=role.id, policy=policy, opts=child)
+        return role.arn
+
+    def _secret(self, svc: DeployedService, account: k8s.core.v1.ServiceAccount) -> pulumi.Output[str] | None:
+        """The Kubernetes Secret the service's secret env comes from; its name changes with any secret's revision."""
+        a = self._args
+        names = a.secrets.names_for(svc.name)
+        if not names:
+            return None
+        secret_name = pulumi.Output.all(*a.secrets.versions_for(svc.name)).apply(lambda v: f"{svc.name}-{_short_hash(v)}")
+        if a.settings.secrets == "kubernetes":
+            values = a.secrets.values_for(svc.name)
+            secret = k8s.core.v1.Secret(
+                f"{svc.key}-secret",
+                metadata=self._meta(secret_name, svc),
+                type="Opaque",
+                immutable=True,
+                string_data=values,
+                opts=self._child,
+            )
+            return secret.metadata.name
+        store = k8s.apiextensions.CustomResource(
+            f"{svc.key}-store",
+            api_version=ESO_API,
+            kind="SecretStore",
+            metadata=self._meta(svc.name, svc),
+            spec={"provider": {"aws": {"service": "SecretsManager", "region": a.region, "auth": {"jwt": {"serviceAccountRef": {"name": svc.name}}}}}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, account]),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{svc.key}-external-secret",
+            api_version=ESO_API,
+            kind="ExternalSecret",
+            metadata=self._meta(secret_name, svc),
+            spec={
+                "refreshInterval": "1h",
+                "secretStoreRef": {"name": svc.name, "kind": "SecretStore"},
+                "target": {"name": secret_name, "creationPolicy": "Owner", "deletionPolicy": "Retain"},
+                "data": [{"secretKey": env, "remoteRef": {"key": path}} for env, path in sorted(names.items())],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, store]),
+        )
+        return secret_name
+
+    # ------------------------------------------------------------------ pods
+
+    def _container(self, svc: DeployedService, secret_name: pulumi.Input[str] | None, name: str, args: Sequence[str] | None) -> k8s.core.v1.ContainerArgs:
+        a = self._args
+        spec = svc.spec
+        env: list[k8s.core.v1.EnvVarArgs] = []
+        plain = {**svc.env, **a.extra_env.get(svc.name, {})}
+        if any("$(HOST_IP)" in str(v) for v in plain.values()):
+            # first, so later values can refer to it: the node agent collector listens on the node's IP
+            env.append(
+                k8s.core.v1.EnvVarArgs(
+                    name="HOST_IP", value_from=k8s.core.v1.EnvVarSourceArgs(field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="status.hostIP"))
+                )
+            )
+        env += [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(plain.items())]
+        if secret_name is not None:
+            env += [
+                k8s.core.v1.EnvVarArgs(
+                    name=n, value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key=n))
+                )
+                for n in sorted(spec.secrets)
+            ]
+        probes = {}
+        if spec.health is not None and name == svc.name:
+            health, kube = spec.health, spec.kubernetes
+
+            def probe(p) -> k8s.core.v1.ProbeArgs:
+                return k8s.core.v1.ProbeArgs(
+                    http_get=k8s.core.v1.HTTPGetActionArgs(path=health.path, port="http"),
+                    initial_delay_seconds=p.initial_delay_seconds,
+                    period_seconds=p.period_seconds,
+                    timeout_seconds=health.timeout_seconds,
+                    failure_threshold=health.unhealthy_threshold,
+                )
+
+            probes = {"liveness_probe": probe(kube.liveness), "readiness_probe": probe(kube.readiness)}
+        return k8s.core.v1.ContainerArgs(
+            name=name,
+            image=a.images[svc.name],
+            args=list(args) if args else None,
+            ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=spec.port, protocol="TCP")] if spec.port and name == svc.name else None,
+            env=env,
+            resources=k8s.core.v1.ResourceRequirementsArgs(**spec.kubernetes.resources(spec.cpu, spec.memory)),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=True,
+                run_as_non_root=True,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name=volume_name(p), mount_path=p) for p in spec.writable_paths],
+            **probes,
+        )
+
+    def _pod_spec(
+        self, svc: DeployedService, secret_name: pulumi.Input[str] | None, account: k8s.core.v1.ServiceAccount, *, migration: Migration | None = None
+    ) -> k8s.core.v1.PodSpecArgs:
+        spec = svc.spec
+        user, _, group = (spec.user or DEFAULT_USER).partition(":")
+        container = self._container(svc, secret_name, "migrate", migration.command) if migration else self._container(svc, secret_name, svc.name, spec.command)
+        return k8s.core.v1.PodSpecArgs(
+            service_account_name=account.metadata.name,
+            automount_service_account_token=False,
+            restart_policy="Never" if migration else None,
+            termination_grace_period_seconds=spec.shutdown_seconds + 5,
+            security_context=k8s.core.v1.PodSecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=int(user),
+                run_as_group=int(group or user),
+                fs_group=int(group or user),
+                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+            topology_spread_constraints=None
+            if migration
+            else [
+                k8s.core.v1.TopologySpreadConstraintArgs(
+                    max_skew=1,
+                    topology_key="topology.kubernetes.io/zone",
+                    when_unsatisfiable="ScheduleAnyway",
+                    label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self._selector(svc)),
+                )
+            ],
+            containers=[container],
+            volumes=[
+                k8s.core.v1.VolumeArgs(name=volume_name(p), empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="256Mi")) for p in spec.writable_paths
+            ],
+        )
+
+    def _migration(
+        self, svc: DeployedService, migration: Migration, secret_name: pulumi.Input[str] | None, account: k8s.core.v1.ServiceAccount
+    ) -> k8s.batch.v1.Job:
+        """Run once per image, before the Deployment changes: Pulumi waits for the Job and fails with it."""
+        image = self._args.images[svc.name]
+        job_name = pulumi.Output.from_input(image).apply(lambda uri: f"{svc.name}-migrate-{_short_hash([uri])}")
+        return k8s.batch.v1.Job(
+            f"{svc.key}-migrate",
+            metadata=self._meta(job_name, svc),
+            spec=k8s.batch.v1.JobSpecArgs(
+                backoff_limit=1,
+                active_deadline_seconds=900,
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**self._labels(svc), "app.kubernetes.io/component": "migration"}),
+                    spec=self._pod_spec(svc, secret_name, account, migration=migration),
+                ),
+            ),
+            # Pulumi waits for the Job to complete (10 minutes by default); the Job itself gives up at 15
+            opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"))),
+        )
+
+    # ------------------------------------------------------------------ web and scaling
+
+    def _autoscaler(self, svc: DeployedService, low: int, high: int, deployment: k8s.apps.v1.Deployment) -> None:
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{svc.key}-hpa",
+            metadata=self._meta(svc.name, svc),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=svc.name),
+                min_replicas=low,
+                max_replicas=high,
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(type="Utilization", average_utilization=svc.spec.scaling.cpu_target_percent),
+                        ),
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+        )
+
+    def _web(self, svc: DeployedService) -> None:
+        a = self._args
+        k8s.core.v1.Service(
+            f"{svc.key}-svc",
+            metadata=self._meta(svc.name, svc),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                type="ClusterIP",
+                selector=self._selector(svc),
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http", protocol="TCP")],
+            ),
+            opts=self._child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{svc.key}-pdb",
+            metadata=self._meta(svc.name, svc),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self._selector(svc))),
+            opts=self._child,
+        )
+        host = svc.hostname if a.domain else None
+        annotations = self._alb_annotations(svc) if a.settings.ingress_class == "alb" else None
+        tls = None
+        if host and a.settings.ingress_class != "alb":
+            # other controllers (nginx, traefik) terminate TLS with a Secret, e.g. from cert-manager
+            tls = [k8s.networking.v1.IngressTLSArgs(hosts=[host], secret_name=f"{svc.name}-tls")]
+        backend = k8s.networking.v1.IngressBackendArgs(
+            service=k8s.networking.v1.IngressServiceBackendArgs(name=svc.name, port=k8s.networking.v1.ServiceBackendPortArgs(name="http"))
+        )
+        k8s.networking.v1.Ingress(
+            f"{svc.key}-ingress",
+            metadata=self._meta(svc.name, svc, annotations),
+            spec=k8s.networking.v1.IngressSpecArgs(
+                ingress_class_name=a.settings.ingress_class,
+                tls=tls,
+                rules=[
+                    k8s.networking.v1.IngressRuleArgs(
+                        host=host,
+                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                            paths=[k8s.networking.v1.HTTPIngressPathArgs(path="/", path_type="Prefix", backend=backend)]
+                        ),
+                    )
+                ],
+            ),
+            opts=self._child,
+        )
+        if host:
+            self.urls[svc.name] = f"https://{host}"
+
+    def _alb_annotations(self, svc: DeployedService) -> dict[str, str]:
+        """The AWS Load Balancer Controller's settings: one internet-facing ALB per environment, IP targets."""
+        a = self._args
+        health = svc.spec.health
+        assert health is not None  # web services have one (catalog rule)
+        prefix = "alb.ingress.kubernetes.io/"
+        out = {
+            "scheme": "internet-facing",
+            "target-type": "ip",
+            "group.name": f"platform-{a.env}",
+            "healthcheck-path": health.path,
+            "success-codes": health.matcher,
+            "healthcheck-interval-seconds": str(health.interval_seconds),
+            "healthcheck-timeout-seconds": str(health.timeout_seconds),
+            "healthy-threshold-count": str(health.healthy_threshold),
+            "unhealthy-threshold-count": str(health.unhealthy_threshold),
+            "target-group-attributes": "deregistration_delay.timeout_seconds=10"
+            + (",stickiness.enabled=true,stickiness.type=lb_cookie" if svc.spec.sticky else ""),
+        }
+        if a.domain:
+            out |= {"listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]), "ssl-redirect": "443", "ssl-policy": TLS_POLICY}
+            if a.certificate_arn:
+                out["certificate-arn"] = a.certificate_arn
+        else:
+            out["listen-ports"] = json.dumps([{"HTTP": 80}])
+        # one load balancer per group: its attributes must agree across the environment's Ingresses
+        out["load-balancer-attributes"] = f"idle_timeout.timeout_seconds={a.idle_timeout_seconds},routing.http.drop_invalid_header_fields.enabled=true"
+        return {prefix + k: v for k, v in out.items()}

@@ -1,0 +1,341 @@
+"""The Kubernetes target (``compute: kubernetes``) on the example stack ``Pulumi.staging-eks.yaml``."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+
+from components.kubernetes import SUPPORTED_VERSIONS
+from stacks.catalog import load_catalog
+from stacks.config import load_platform
+from stacks.errors import ConfigError
+from tests.conftest import plan
+from tools import plan as plan_cli
+
+STACK = "staging-eks"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+JOB = "kubernetes:batch/v1:Job"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+ESO = "external-secrets.io"
+REQUIRED_LABELS = {"app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "platform/environment"}
+WORKLOAD_LABELS = REQUIRED_LABELS | {"app.kubernetes.io/name", "app.kubernetes.io/version"}
+
+
+@pytest.fixture(scope="module")
+def eks():
+    return plan(STACK)
+
+
+def kube_objects(cap, *, custom: bool = False):
+    """Captured Kubernetes objects; the External Secrets CRDs only with ``custom``."""
+    out = [r for r in cap.resources if r.type.startswith("kubernetes:") and r.custom]
+    return [r for r in out if (ESO in r.type) == custom] if not custom else [r for r in out if ESO in r.type]
+
+
+def pod_specs(cap):
+    for r in cap.of_type(DEPLOYMENT) + cap.of_type(JOB):
+        yield r, r.inputs["spec"]["template"]["spec"]
+
+
+def deployment(cap, namespace: str, name: str):
+    return next(r for r in cap.of_type(DEPLOYMENT) if r.inputs["metadata"]["namespace"] == namespace and r.inputs["metadata"]["name"] == name)
+
+
+# ------------------------------------------------------------------ independent validation
+
+
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_every_object_passes_kubernetes_validate_strict(eks, version):
+    objects = kube_objects(eks)
+    kinds = {r.inputs["kind"] for r in objects}
+    assert kinds >= {"Namespace", "ServiceAccount", "Deployment", "Job", "Service", "Ingress", "PodDisruptionBudget"}
+    for r in objects:
+        kubernetes_validate.validate(r.inputs, f"{version}.0", strict=True)
+
+
+def test_validator_rejects_an_unknown_field_and_a_wrong_type(eks):
+    # the check above can fail: strict mode refuses a misspelt field, and a string where an int belongs
+    dep = copy.deepcopy(deployment(eks, "darwin-staging", "app").inputs)
+    dep["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, f"{SUPPORTED_VERSIONS[-1]}.0", strict=True)
+    dep = copy.deepcopy(deployment(eks, "darwin-staging", "app").inputs)
+    dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = "fifteen"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, f"{SUPPORTED_VERSIONS[0]}.0", strict=True)
+
+
+# ------------------------------------------------------------------ what the seeds ask
+
+
+def test_darwin_probes_and_resources_from_its_guide(eks):
+    pod = deployment(eks, "darwin-staging", "app").inputs["spec"]["template"]["spec"]
+    app = pod["containers"][0]
+    assert app["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}}
+    live, ready = app["livenessProbe"], app["readinessProbe"]
+    assert live["httpGet"] == ready["httpGet"] == {"path": "/api/health", "port": "http"}
+    assert (live["initialDelaySeconds"], live["periodSeconds"]) == (30, 10)
+    assert (ready["initialDelaySeconds"], ready["periodSeconds"]) == (5, 5)
+    assert app["ports"] == [{"name": "http", "containerPort": 3000, "protocol": "TCP"}]
+    assert deployment(eks, "darwin-staging", "app").inputs["spec"]["replicas"] == 3  # "Instance 1, 2, 3"
+
+
+def test_every_web_service_probes_its_own_health_path(eks):
+    catalog = load_catalog()
+    for r in eks.of_type(DEPLOYMENT):
+        system = r.inputs["metadata"]["namespace"].removesuffix("-staging")
+        spec = catalog[system].services[r.inputs["metadata"]["name"]]
+        container = r.inputs["spec"]["template"]["spec"]["containers"][0]
+        if spec.health:
+            assert container["readinessProbe"]["httpGet"]["path"] == spec.health.path
+        else:
+            assert "readinessProbe" not in container and "ports" not in container
+
+
+def test_pods_run_non_root_read_only_without_capabilities(eks):
+    catalog = load_catalog()
+    seen = 0
+    for r, pod in pod_specs(eks):
+        meta = r.inputs["metadata"]
+        service = meta["name"].split("-migrate-")[0]
+        writable = set(catalog[meta["namespace"].removesuffix("-staging")].services[service].writable_paths)
+        sc = pod["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0 and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for c in pod["containers"]:
+            csc = c["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True and csc["allowPrivilegeEscalation"] is False and csc["runAsNonRoot"] is True
+            assert csc["capabilities"] == {"drop": ["ALL"]} and csc["seccompProfile"] == {"type": "RuntimeDefault"}
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            assert mounts == writable  # each writable path is a scratch volume, nothing else is writable
+            assert {v["name"] for v in pod["volumes"]} == {m["name"] for m in c["volumeMounts"]}
+            seen += 1
+    assert seen == len(eks.of_type(DEPLOYMENT)) + len(eks.of_type(JOB)) == 13
+    darwin = deployment(eks, "darwin-staging", "app").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert {m["mountPath"] for m in darwin["volumeMounts"]} == {"/tmp", "/app/.next/cache"}
+    namespaces = [r.inputs for r in eks.of_type("kubernetes:core/v1:Namespace")]
+    assert all(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted" for ns in namespaces)
+
+
+def test_singletons_run_one_replica_and_never_two_at_once(eks):
+    catalog = load_catalog()
+    singletons = {(s, n) for s, sys_ in catalog.items() for n, svc in sys_.services.items() if svc.kind == "singleton"}
+    found = set()
+    for r in eks.of_type(DEPLOYMENT):
+        key = (r.inputs["metadata"]["namespace"].removesuffix("-staging"), r.inputs["metadata"]["name"])
+        strategy = r.inputs["spec"]["strategy"]
+        if key in singletons:
+            found.add(key)
+            assert strategy == {"type": "Recreate"} and r.inputs["spec"]["replicas"] == 1
+        else:
+            assert strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert found == {("twinkle", "indexer"), ("aurum", "indexer")}
+
+
+def test_grace_period_and_zone_spread(eks):
+    catalog = load_catalog()
+    for r in eks.of_type(DEPLOYMENT):
+        system = r.inputs["metadata"]["namespace"].removesuffix("-staging")
+        pod = r.inputs["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] == catalog[system].services[r.inputs["metadata"]["name"]].shutdown_seconds + 5
+        spread = pod["topologySpreadConstraints"][0]
+        assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["labelSelector"]["matchLabels"] == r.inputs["spec"]["selector"]["matchLabels"]
+
+
+def test_every_object_is_labelled(eks):
+    for r in kube_objects(eks) + kube_objects(eks, custom=True):
+        labels = r.inputs["metadata"]["labels"]
+        need = REQUIRED_LABELS if r.inputs["kind"] == "Namespace" else WORKLOAD_LABELS
+        assert need <= set(labels), (r.name, labels)
+        assert labels["platform/environment"] == "staging"
+    for r in eks.of_type(DEPLOYMENT):
+        assert r.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"].startswith("sha256-")
+        assert "app.kubernetes.io/version" not in r.inputs["spec"]["selector"]["matchLabels"]  # a selector is immutable
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def test_no_secret_value_in_plain_env(eks):
+    declared = {name for system in load_catalog().values() for name in system.secrets}
+    for r, pod in pod_specs(eks):
+        for c in pod["containers"]:
+            for e in c["env"]:
+                if e["name"] in declared:
+                    assert set(e) == {"name", "valueFrom"} and "secretKeyRef" in e["valueFrom"], (r.name, e["name"])
+                else:
+                    assert e.get("value") != "[secret]", (r.name, e["name"])
+    assert not eks.of_type("kubernetes:core/v1:Secret")  # the operator writes them from Secrets Manager
+
+
+def test_external_secrets_read_exactly_the_service_secrets_through_its_own_role(eks):
+    facilitator = next(r for r in eks.of_type(f"kubernetes:{ESO}/v1:ExternalSecret") if r.name == "twinkle-facilitator-external-secret")
+    keys = {d["secretKey"]: d["remoteRef"]["key"] for d in facilitator.inputs["spec"]["data"]}
+    assert keys["FACILITATOR_PRIVATE_KEY"] == "staging/twinkle/FACILITATOR_PRIVATE_KEY"
+    assert set(keys) == set(load_catalog()["twinkle"].services["facilitator"].secrets)
+    target = facilitator.inputs["spec"]["target"]["name"]
+    pod = deployment(eks, "twinkle-staging", "facilitator").inputs["spec"]["template"]["spec"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
+    assert refs == {target}
+    role = next(r for r in eks.of_type("aws:iam/role:Role") if r.name == "twinkle-facilitator-irsa")
+    condition = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
+    assert "system:serviceaccount:twinkle-staging:facilitator" in condition.values()
+    policy = json.loads(next(r for r in eks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "twinkle-facilitator-irsa").inputs["policy"])
+    assert len(policy["Statement"][0]["Resource"]) == len(keys)
+    api_policy = json.loads(next(r for r in eks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "twinkle-api-irsa").inputs["policy"])
+    assert len(api_policy["Statement"][0]["Resource"]) == len(load_catalog()["twinkle"].services["api"].secrets)
+    sa = next(r for r in eks.of_type("kubernetes:core/v1:ServiceAccount") if r.name == "twinkle-facilitator-sa")
+    assert "eks.amazonaws.com/role-arn" in sa.inputs["metadata"]["annotations"]
+
+
+def test_a_rotation_renames_the_secret_and_rolls_only_its_users(project):
+    def bump(c):
+        c["platform:preset"] = "staging"
+        c["platform:systems"]["darwin"]["rotate"] = {"ADMIN_SECRET": 1}
+
+    before, after = plan(STACK), plan("test", project(STACK, bump))
+
+    def targets(cap):
+        return {r.name: r.inputs["spec"]["target"]["name"] for r in cap.of_type(f"kubernetes:{ESO}/v1:ExternalSecret")}
+
+    changed = {k for k, v in targets(after).items() if targets(before)[k] != v}
+    assert changed == {"darwin-app-external-secret"}
+
+
+def test_plain_secret_mode_writes_immutable_secrets_pulumi_knows(project):
+    def plain(c):
+        c["platform:preset"] = "staging"
+        c["platform:kubernetes"]["secrets"] = "kubernetes"
+        c["platform:kubernetes"].pop("oidc_provider_arn")
+        c["platform:systems"] = {"aurum": c["platform:systems"]["aurum"]}
+        c["platform:secrets"] = {"aurum": {"PRIVATE_KEY": {"secure": "v1:abc"}, "SENTRY_DSN": {"secure": "v1:def"}}}
+
+    cap = plan("test", project(STACK, plain))
+    secrets = cap.of_type("kubernetes:core/v1:Secret")
+    # the provider marks the whole of stringData secret: the capture (like state and plan) sees no value
+    assert secrets and all(s.inputs["immutable"] is True and s.inputs["stringData"] == "[secret]" for s in secrets)
+    assert not [r for r in cap.resources if ESO in r.type] and not [r for r in cap.of_type("aws:iam/role:Role") if r.name.endswith("-irsa")]
+    for version in SUPPORTED_VERSIONS:
+        for s in secrets:
+            kubernetes_validate.validate({**s.inputs, "stringData": {"REDACTED": "x"}}, f"{version}.0", strict=True)
+
+
+def test_plain_secret_mode_needs_every_external_value(project):
+    def plain(c):
+        c["platform:preset"] = "staging"
+        c["platform:kubernetes"]["secrets"] = "kubernetes"
+
+    with pytest.raises(ConfigError) as info:
+        load_platform("test", project(STACK, plain))
+    keys = {p.key for p in info.value.problems}
+    assert "platform:secrets.darwin.HELIUS_API_KEY" in keys
+    assert all("pulumi config set --secret --path" in p.message for p in info.value.problems)
+
+
+# ------------------------------------------------------------------ web, scaling, migrations, data
+
+
+def test_web_services_get_service_ingress_and_disruption_budget(eks):
+    ingresses = {r.inputs["metadata"]["namespace"] + "/" + r.inputs["metadata"]["name"]: r.inputs for r in eks.of_type(INGRESS)}
+    web = ("twinkle/api", "twinkle/facilitator", "offerhub/api", "starkdca/api", "aurum/api", "darwin/app")
+    assert set(ingresses) == {w.replace("/", "-staging/") for w in web}
+    darwin = ingresses["darwin-staging/app"]
+    notes = darwin["metadata"]["annotations"]
+    assert darwin["spec"]["ingressClassName"] == "alb"
+    assert darwin["spec"]["rules"][0]["host"] == "app.darwin.k8s.staging.example.com"
+    assert notes["alb.ingress.kubernetes.io/healthcheck-path"] == "/api/health"
+    assert notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
+    assert notes["alb.ingress.kubernetes.io/ssl-redirect"] == "443" and "TLS13" in notes["alb.ingress.kubernetes.io/ssl-policy"]
+    # one load balancer per environment: every Ingress of the group agrees on its attributes
+    assert len({i["metadata"]["annotations"]["alb.ingress.kubernetes.io/load-balancer-attributes"] for i in ingresses.values()}) == 1
+    assert len(eks.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == len(eks.of_type("kubernetes:core/v1:Service")) == 6
+
+
+def test_autoscaler_on_cpu_owns_the_replica_count(project):
+    def prod_like(c):
+        c["platform:preset"] = "prod"
+        c["platform:systems"] = {"darwin": c["platform:systems"]["darwin"]}
+        for tier, ids in c["platform:network"]["existing"].items():
+            if tier != "vpc_id":
+                ids.append(ids[-1][:-1] + "3")  # prod spans three AZs
+
+    cap = plan("test", project(STACK, prod_like))
+    hpa = cap.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs
+    metric = hpa["spec"]["metrics"][0]["resource"]
+    assert hpa["apiVersion"] == "autoscaling/v2" and metric["name"] == "cpu" and metric["target"]["averageUtilization"] == 70
+    assert hpa["spec"]["minReplicas"] == 3 and hpa["spec"]["maxReplicas"] >= 3
+    assert "replicas" not in cap.one(DEPLOYMENT).inputs["spec"]  # pulumi up does not fight the autoscaler
+    for version in SUPPORTED_VERSIONS:
+        kubernetes_validate.validate(hpa, f"{version}.0", strict=True)
+
+
+def test_migration_job_gates_the_rollout(eks):
+    for system in ("offerhub", "aurum", "starkdca"):
+        job = next(r for r in eks.of_type(JOB) if r.inputs["metadata"]["namespace"] == f"{system}-staging")
+        migration = load_catalog()[system].migration
+        container = job.inputs["spec"]["template"]["spec"]["containers"][0]
+        assert container["name"] == "migrate" and container["args"] == migration.command
+        assert job.inputs["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        dep = deployment(eks, f"{system}-staging", migration.service)
+        assert job.urn in dep.dependencies
+        assert container["image"] == dep.inputs["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert job.options["customTimeouts"]["create"] == "20m"
+
+
+def test_data_stores_admit_the_cluster_and_no_ecs_is_declared(eks):
+    rules = [r for r in eks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.name.endswith("-from-cluster")]
+    assert len(rules) == 9  # 5 databases and 4 caches
+    assert {r.inputs["referencedSecurityGroupId"] for r in rules} == {"sg-0123456789abcdef0"}
+    assert not [r for r in eks.resources if r.type.startswith("aws:ecs/") or r.type.startswith("aws:lb/")]
+    assert len(eks.of_type("aws:rds/instance:Instance")) == 5 and len(eks.of_type("aws:elasticache/replicationGroup:ReplicationGroup")) == 4
+
+
+def test_otel_points_at_the_configured_collector(eks):
+    env = {e["name"]: e for e in deployment(eks, "offerhub-staging", "api").inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://$(HOST_IP):4318"
+    assert env["HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    names = [e["name"] for e in deployment(eks, "offerhub-staging", "api").inputs["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert names.index("HOST_IP") < names.index("OTEL_EXPORTER_OTLP_ENDPOINT")  # referenced variables come first
+    assert env["PUBLIC_BASE_URL"]["value"] == "https://api.offerhub.k8s.staging.example.com"
+
+
+def test_offline_plan_lists_every_workload(capsys):
+    assert plan_cli.main(["--stack", STACK]) == 0
+    out = capsys.readouterr().out
+    section = out.split("kubernetes workloads", 1)[1].split("estimated monthly cost", 1)[0]
+    for ns, name in (("twinkle-staging", n) for n in ("indexer", "api", "facilitator", "worker")):
+        assert f"namespace {ns}" in section and f"Deployment               {name}" in section
+    assert section.count("Deployment ") == 10 and section.count("Job ") == 3 and section.count("Ingress ") == 6
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "words"),
+    [
+        (lambda c: c.pop("platform:kubernetes"), "platform:kubernetes", "required with 'compute: kubernetes'"),
+        (lambda c: c["platform:kubernetes"].pop("oidc_provider_arn"), "platform:kubernetes.oidc_provider_arn", "IAM role for its service account"),
+        (lambda c: c["platform:network"].pop("existing"), "platform:network.existing", "the cluster's VPC"),
+        (lambda c: c["platform:kubernetes"].update(kubeconfig="config"), "kubernetes:kubeconfig", "pulumi config set --secret kubernetes:kubeconfig"),
+        (lambda c: c["platform:kubernetes"].update(ingress_class="ALB!"), "platform:kubernetes.ingress_class", "pattern"),
+    ],
+    ids=["no cluster block", "no OIDC provider", "no existing VPC", "kubeconfig secret missing", "bad ingress class"],
+)
+def test_kubernetes_mistakes_name_the_key(project, mutate, key, words):
+    def change(c):
+        c["platform:preset"] = "staging"
+        mutate(c)
+
+    with pytest.raises(ConfigError) as info:
+        load_platform("test", project(STACK, change))
+    assert any(p.key == key and words in p.message for p in info.value.problems), [str(p) for p in info.value.problems]
+
+
+def test_kubernetes_block_on_an_ecs_stack_is_refused(project):
+    with pytest.raises(ConfigError) as info:
+        load_platform("test", project("dev", lambda c: c.update({"platform:kubernetes": {"cluster_security_group_id": "sg-0123456789abcdef0"}})))
+    assert any(p.key == "platform:kubernetes" and "only applies with 'compute: kubernetes'" in p.message for p in info.value.problems)
