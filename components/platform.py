@@ -206,13 +206,14 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         pulumi.export("cluster_name", cluster.name)
     pulumi.export("alarm_topic_arn", topic.arn)
     pulumi.export("dashboards", {n: d.monitoring.dashboard.dashboard_name for n, d in platform.systems.items() if d.monitoring})
-    pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
-    pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
     if kube:
         workloads = {n: d.workloads for n, d in platform.systems.items() if d.workloads}
         pulumi.export("namespaces", {n: w.namespace for n, w in workloads.items()})
         pulumi.export("deployments", {f"{n}-{svc}": f"{w.namespace}/{dep}" for n, w in workloads.items() for svc, dep in w.deployments.items()})
         pulumi.export("urls", {f"{n}-{svc}": url for n, w in workloads.items() for svc, url in w.urls.items()})
+        return platform
+    pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
+    pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
     pulumi.export(
         "webhook_urls",
         {
