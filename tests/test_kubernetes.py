@@ -339,3 +339,20 @@ def test_kubernetes_block_on_an_ecs_stack_is_refused(project):
     with pytest.raises(ConfigError) as info:
         load_platform("test", project("dev", lambda c: c.update({"platform:kubernetes": {"cluster_security_group_id": "sg-0123456789abcdef0"}})))
     assert any(p.key == "platform:kubernetes" and "only applies with 'compute: kubernetes'" in p.message for p in info.value.problems)
+
+
+def test_provider_takes_the_context_and_an_encrypted_kubeconfig(eks, project):
+    provider = next(r for r in eks.resources if r.type == "pulumi:providers:kubernetes")
+    assert provider.inputs == {"context": "platform-staging"}  # KUBECONFIG from the environment
+
+    def from_config(c):
+        c["platform:preset"] = "staging"
+        c["platform:kubernetes"]["kubeconfig"] = "config"
+        c["kubernetes:kubeconfig"] = {"secure": "v1:abcdef"}
+        c["platform:systems"] = {"darwin": c["platform:systems"]["darwin"]}
+
+    cap = plan("test", project(STACK, from_config))
+    provider = next(r for r in cap.resources if r.type == "pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == "[secret]"
+    # every object goes to that cluster, none to an ambient default provider
+    assert {r.options["provider"] for r in kube_objects(cap)} == {provider.urn}

@@ -241,6 +241,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                     "customTimeouts": {k: getattr(timeouts, k) for k in ("create", "update", "delete") if getattr(timeouts, k)},
                     "replaceOnChanges": list(request.replaceOnChanges),
                     "aliases": len(request.aliases) + len(request.aliasURNs),
+                    "provider": request.provider.rsplit("::", 1)[0],  # the provider's URN (the reference ends with its id)
                 },
             )
         )
