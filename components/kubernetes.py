@@ -188,7 +188,7 @@ class SystemWorkloads(pulumi.ComponentResource):
     def _service_account(self, svc: DeployedService) -> k8s.core.v1.ServiceAccount:
         a = self._args
         annotations = None
-        if a.settings.secrets == "external-secrets":
+        if a.settings.secrets == "external-secrets" and svc.spec.secrets:  # IAM refuses a statement with no resources
             role = self._irsa_role(svc)
             annotations = {"eks.amazonaws.com/role-arn": role}
         return k8s.core.v1.ServiceAccount(
