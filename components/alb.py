@@ -36,6 +36,8 @@ import pulumi_aws as aws
 from stacks import edge
 from stacks.presets import EdgePreset
 
+from .storage import lock_down, tls_only
+
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HSTS = "max-age=31536000; includeSubDomains"
 WORLD = "0.0.0.0/0"
@@ -217,31 +219,7 @@ class Alb(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not s.deletion_protection, opts=child)
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-logs-private",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-logs-owner", bucket=bucket.id, rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"), opts=child
-        )
-        # ALB access logs support only SSE-S3 (not KMS) on the target bucket.
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-logs-encryption",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="AES256"
-                    )
-                )
-            ],
-            opts=child,
-        )
+        lock_down(f"{name}-logs", bucket, child, ownership="BucketOwnerEnforced")
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-logs-lifecycle",
             bucket=bucket.id,
@@ -358,13 +336,6 @@ def _log_bucket_policy(bucket_arn: str, account: str, elb_account_arn: str) -> d
                 "Action": "s3:PutObject",
                 "Resource": objects,
             },
-            {
-                "Sid": "TlsOnly",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            tls_only(bucket_arn),
         ],
     }

@@ -45,6 +45,7 @@ import pulumi
 import pulumi_aws as aws
 
 from .lambdas import redis_export as handler
+from .storage import lock_down, tls_only
 
 HANDLER_FILE = Path(handler.__file__)
 # ElastiCache's canonical user for export ACL grants in regions enabled by default (not GovCloud).
@@ -115,36 +116,7 @@ class RedisExport(pulumi.ComponentResource):
             versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
             opts=child,
         )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            bucket=bucket.id,
-            region=region,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            region=region,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="AES256"
-                    )
-                )
-            ],
-            opts=child,
-        )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-owner",
-            bucket=bucket.id,
-            region=region,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerPreferred"),
-            opts=child,
-        )
+        ownership = lock_down(name, bucket, child, ownership="BucketOwnerPreferred", region=region)
         grant = aws.s3.BucketAclAccessControlPolicyGrantGranteeArgs
         aws.s3.BucketAcl(
             f"{name}-acl",
@@ -287,14 +259,7 @@ def bucket_policy(bucket_arn: str, region: str) -> dict:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": resources,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            },
+            tls_only(bucket_arn),
             {
                 "Sid": "ElastiCacheSnapshots",
                 "Effect": "Allow",

@@ -189,7 +189,7 @@ def test_copies_land_in_the_dr_region(prod):
 
 def test_buckets_private_tls_only_and_expiring(prod):
     for name, region in (("redis-export-export", "us-east-1"), ("redis-export-dr", "us-west-2")):
-        block = prod.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{name}-public-access").inputs
+        block = prod.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{name}-private").inputs
         assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
         policy = json.loads(prod.one("aws:s3/bucketPolicy:BucketPolicy", f"{name}-policy").inputs["policy"])
         deny, allow = policy["Statement"]
