@@ -29,6 +29,8 @@ import pulumi_aws as aws
 from stacks.config import ExistingVpc
 from stacks.subnets import SubnetPlan
 
+from .iam import service_trust
+
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
@@ -175,12 +177,7 @@ class Network(pulumi.ComponentResource):
         )
         role = aws.iam.Role(
             f"{name}-flow-logs",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-                }
-            ),
+            assume_role_policy=service_trust("vpc-flow-logs.amazonaws.com"),
             opts=child,
         )
         aws.iam.RolePolicy(

@@ -20,7 +20,6 @@ Cost note: db.t4g.micro single-AZ is about $12/month plus $0.115/GB-month of gp3
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
@@ -28,6 +27,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from stacks.presets import PostgresPreset
+
+from .iam import service_trust
 
 PORT = 5432
 
@@ -92,12 +93,7 @@ class Postgres(pulumi.ComponentResource):
         if s.monitoring_interval_seconds:
             monitoring_role = aws.iam.Role(
                 f"{name}-monitoring",
-                assume_role_policy=json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-                    }
-                ),
+                assume_role_policy=service_trust("monitoring.rds.amazonaws.com"),
                 managed_policy_arns=["arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"],
                 opts=child,
             )

@@ -44,6 +44,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from .iam import service_trust
 from .lambdas import redis_export as handler
 from .storage import lock_down, tls_only
 
@@ -163,7 +164,7 @@ class RedisExport(pulumi.ComponentResource):
         self, name: str, source: aws.s3.Bucket, source_versioning: aws.s3.BucketVersioning, dest: aws.s3.Bucket, dest_versioning: aws.s3.BucketVersioning
     ) -> None:
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-replication", assume_role_policy=json.dumps(_trust("s3.amazonaws.com")), opts=child)
+        role = aws.iam.Role(f"{name}-replication", assume_role_policy=service_trust("s3.amazonaws.com"), opts=child)
         aws.iam.RolePolicy(
             f"{name}-replication",
             role=role.id,
@@ -193,7 +194,7 @@ class RedisExport(pulumi.ComponentResource):
         logs = aws.cloudwatch.LogGroup(
             f"{name}-logs", name=f"/aws/lambda/{function_name}", retention_in_days=args.log_retention_days, kms_key_id=args.kms_key_arn, opts=child
         )
-        role = aws.iam.Role(f"{name}-function", assume_role_policy=json.dumps(_trust("lambda.amazonaws.com")), opts=child)
+        role = aws.iam.Role(f"{name}-function", assume_role_policy=service_trust("lambda.amazonaws.com"), opts=child)
         policy = pulumi.Output.all(args.account_id, bucket.arn, logs.arn, args.kms_key_arn).apply(
             lambda v: json.dumps(function_policy(args.region, *v, args.replication_group_ids))
         )
@@ -225,7 +226,7 @@ class RedisExport(pulumi.ComponentResource):
 
     def _schedule(self, name: str, args: RedisExportArgs, function: aws.lambda_.Function) -> None:
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{name}-scheduler", assume_role_policy=json.dumps(_trust("scheduler.amazonaws.com")), opts=child)
+        role = aws.iam.Role(f"{name}-scheduler", assume_role_policy=service_trust("scheduler.amazonaws.com"), opts=child)
         aws.iam.RolePolicy(
             f"{name}-scheduler",
             role=role.id,
@@ -247,10 +248,6 @@ class RedisExport(pulumi.ComponentResource):
             ),
             opts=child,
         )
-
-
-def _trust(service: str) -> dict:
-    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
 
 
 def bucket_policy(bucket_arn: str, region: str) -> dict:
