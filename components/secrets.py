@@ -30,6 +30,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from stacks.catalog import SecretSource, System
+from stacks.config import secret_config_path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,10 +71,10 @@ class SystemSecrets(pulumi.ComponentResource):
             users = [s for s, svc in system.services.items() if secret_name in svc.secrets]
             if spec.source is SecretSource.external and spec.per_service:
                 for service in users:
-                    path = f"secrets.{system.name}.{secret_name}.{service}"
+                    path = secret_config_path(system.name, secret_name, service)
                     self._secret(secret_name, service, spec.description, args.external_values.get(path))
             elif spec.source is SecretSource.external:
-                path = f"secrets.{system.name}.{secret_name}"
+                path = secret_config_path(system.name, secret_name)
                 self._secret(secret_name, None, spec.description, args.external_values.get(path))
             elif spec.source is SecretSource.derived:
                 self._secret(secret_name, None, f"composed from the {spec.derived_from} we provision", args.derived_values[secret_name], track=False)

@@ -416,6 +416,11 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     )
 
 
+def secret_config_path(system: str, name: str, service: str | None = None) -> str:
+    """Where an external secret's value sits in the stack's encrypted config: ``secrets.<system>.<NAME>[.<service>]``."""
+    return f"secrets.{system}.{name}" + (f".{service}" if service else "")
+
+
 def _kubernetes_rules(k8s: KubernetesConfig, config: dict[str, Any], systems: dict[str, DeployedSystem], file: str) -> None:
     """What ``compute: kubernetes`` needs beyond the model: the kubeconfig secret, and secret values Pulumi can write."""
     problems = []
@@ -434,7 +439,7 @@ def _kubernetes_rules(k8s: KubernetesConfig, config: dict[str, Any], systems: di
             for svc in system.services.values():
                 for name in svc.spec.secrets:
                     spec = system.system.secrets[name]
-                    path = f"secrets.{system.name}.{name}" + (f".{svc.name}" if spec.per_service else "")
+                    path = secret_config_path(system.name, name, svc.name if spec.per_service else None)
                     if spec.source is SecretSource.external and path not in have:
                         missing.setdefault(path, []).append(svc.key)
         for path, users in missing.items():
@@ -694,9 +699,9 @@ def _external_secrets(system: System, given: Any, file: str, problems: list[Prob
             for svc in value:
                 if svc not in users:
                     problems.append(Problem(file, f"{base}.{name}.{svc}", f"'{svc}' does not use {name}; services that do: {', '.join(users)}"))
-            out[name] = [f"secrets.{system.name}.{name}.{svc}" for svc in value if svc in users]
+            out[name] = [secret_config_path(system.name, name, svc) for svc in value if svc in users]
         elif isinstance(value, dict):
             problems.append(Problem(file, f"{base}.{name}", f"{name} is one value for the whole system, not per service"))
         else:
-            out[name] = [f"secrets.{system.name}.{name}"]
+            out[name] = [secret_config_path(system.name, name)]
     return out
