@@ -35,7 +35,6 @@ Every object carries ``app.kubernetes.io/name``, ``part-of``, ``version``, ``man
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -50,7 +49,7 @@ from stacks.config import DeployedService, DeployedSystem, KubernetesConfig
 from stacks.presets import ComputePreset
 
 from .secrets import SystemSecrets
-from .service import DEFAULT_USER, task_counts, volume_name
+from .service import DEFAULT_USER, revision_hash, task_counts, volume_name
 
 SUPPORTED_VERSIONS = ("1.33", "1.37")
 """Oldest and newest Kubernetes minor versions the objects are validated against."""
@@ -68,10 +67,6 @@ def version_label(version: str) -> str:
     if version.startswith("sha256:"):
         return "sha256-" + version.removeprefix("sha256:")[:12]
     return re.sub(r"[^A-Za-z0-9_.-]", "-", version)[:63].strip("-_.") or "unknown"
-
-
-def _short_hash(values: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,7 +239,7 @@ class SystemWorkloads(pulumi.ComponentResource):
         names = a.secrets.names_for(svc.name)
         if not names:
             return None
-        secret_name = pulumi.Output.all(*a.secrets.versions_for(svc.name)).apply(lambda v: f"{svc.name}-{_short_hash(v)}")
+        secret_name = pulumi.Output.all(*a.secrets.versions_for(svc.name)).apply(lambda v: f"{svc.name}-{revision_hash(v)}")
         if a.settings.secrets == "kubernetes":
             values = a.secrets.values_for(svc.name)
             secret = k8s.core.v1.Secret(
@@ -372,7 +367,7 @@ class SystemWorkloads(pulumi.ComponentResource):
     ) -> k8s.batch.v1.Job:
         """Run once per image, before the Deployment changes: Pulumi waits for the Job and fails with it."""
         image = self._args.images[svc.name]
-        job_name = pulumi.Output.from_input(image).apply(lambda uri: f"{svc.name}-migrate-{_short_hash([uri])}")
+        job_name = pulumi.Output.from_input(image).apply(lambda uri: f"{svc.name}-migrate-{revision_hash([uri])}")
         return k8s.batch.v1.Job(
             f"{svc.key}-migrate",
             metadata=self._meta(job_name, svc),

@@ -323,7 +323,6 @@ class Service(pulumi.ComponentResource):
                 collector = {"config": otel.render(config), "auth_secret_arn": auth_arn or None}
             env = {**d.env, **dict(zip(extra_names, extra, strict=True))}
             secrets = dict(zip(sorted(args.secret_arns), arns, strict=True))
-            revision_hash = hashlib.sha256("\n".join(map(str, revision)).encode()).hexdigest()[:16]
             return json.dumps(
                 container_definitions(
                     d,
@@ -334,7 +333,7 @@ class Service(pulumi.ComponentResource):
                     region=args.region,
                     writable_root=args.compute.exec_enabled,
                     migration=args.migration,
-                    secrets_revision=revision_hash,
+                    secrets_revision=revision_hash(revision),
                     collector=collector,
                 )
             )
@@ -391,6 +390,11 @@ def _tcp_rule(kind: type, name: str, group: pulumi.Input[str], peer: pulumi.Inpu
 
 
 # ---------------------------------------------------------------- pure functions (tested directly)
+
+
+def revision_hash(values: Sequence[object]) -> str:
+    """16 hex characters that change when any of ``values`` (secret version ids, rotation keys, an image) changes."""
+    return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:16]
 
 
 def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
