@@ -92,8 +92,7 @@ class SystemWorkloads(pulumi.ComponentResource):
     """A system's namespace and its services' workloads."""
 
     namespace: str
-    deployments: dict[str, str]
-    """Service name -> Deployment name."""
+    """Every Deployment, Service and Ingress in it is named after its service."""
     urls: dict[str, str]
     """Web service name -> public URL (with a domain)."""
 
@@ -102,7 +101,6 @@ class SystemWorkloads(pulumi.ComponentResource):
         self._args = args
         system = args.system
         self.namespace = f"{system.name}-{args.env}"
-        self.deployments = {}
         self.urls = {}
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
@@ -174,7 +172,6 @@ class SystemWorkloads(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, *gates]),
         )
-        self.deployments[svc.name] = svc.name
         if autoscaled:
             self._autoscaler(svc, low, high, deployment)
         if svc.spec.kind is ServiceKind.web:

@@ -209,7 +209,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     if kube:
         workloads = {n: d.workloads for n, d in platform.systems.items() if d.workloads}
         pulumi.export("namespaces", {n: w.namespace for n, w in workloads.items()})
-        pulumi.export("deployments", {f"{n}-{svc}": f"{w.namespace}/{dep}" for n, w in workloads.items() for svc, dep in w.deployments.items()})
+        pulumi.export("deployments", {svc.key: f"{workloads[n].namespace}/{svc.name}" for n in workloads for svc in cfg.systems[n].services.values()})
         pulumi.export("urls", {f"{n}-{svc}": url for n, w in workloads.items() for svc, url in w.urls.items()})
         return platform
     pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
@@ -256,7 +256,7 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 region=cfg.region,
                 account_id=shared.account_id,
                 cluster_arn=shared.cluster.arn,
-                cluster_name=shared.cluster.name if shared.cluster else "",
+                cluster_name=shared.cluster.name,
                 vpc_id=shared.network.vpc_id,
                 subnet_ids=shared.network.private_subnet_ids,
                 kms_key_arn=shared.key.arn,
