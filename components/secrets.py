@@ -60,7 +60,6 @@ class SystemSecrets(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         self._args = args
         self._arns: dict[tuple[str, str | None], pulumi.Output[str]] = {}
-        self._paths: dict[tuple[str, str | None], str] = {}
         self._values: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         self.versions: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         """(NAME, service or None) -> version id of a generated or external value we wrote; changes with the
@@ -96,7 +95,7 @@ class SystemSecrets(pulumi.ComponentResource):
 
     def _secret(self, secret_name: str, service: str | None, description: str, value: pulumi.Output[str] | None, track: bool = True) -> None:
         a = self._args
-        path = "/".join(p for p in (a.env, a.system.name, service, secret_name) if p)
+        path = self._secret_name(secret_name, service)
         key = self._key(secret_name, service)
         secret = aws.secretsmanager.Secret(
             key,
@@ -108,39 +107,39 @@ class SystemSecrets(pulumi.ComponentResource):
             opts=self._child,
         )
         self._arns[(secret_name, service)] = secret.arn
-        self._paths[(secret_name, service)] = path
         if value is not None:
             self._values[(secret_name, service)] = pulumi.Output.secret(value)
             version = aws.secretsmanager.SecretVersion(key, secret_id=secret.arn, secret_string=pulumi.Output.secret(value), opts=self._child)
             if track:
                 self.versions[(secret_name, service)] = version.version_id
 
+    def _secret_name(self, secret_name: str, service: str | None) -> str:
+        """``<env>/<system>/[<service>/]<NAME>`` in Secrets Manager."""
+        return "/".join(p for p in (self._args.env, self._args.system.name, service, secret_name) if p)
+
+    def _owner(self, secret_name: str, service: str) -> str | None:
+        """The service the secret is stored for: ``service`` for a per-service secret, else None (the system's)."""
+        return service if (secret_name, service) in self._arns else None
+
     def arns_for(self, service: str) -> dict[str, pulumi.Output[str]]:
         """Env var name -> secret ARN, for exactly the secrets ``service`` declares."""
-        out = {}
-        for secret_name in self._args.system.services[service].secrets:
-            out[secret_name] = self._arns.get((secret_name, service)) or self._arns[(secret_name, None)]
-        return out
+        return {n: self._arns[(n, self._owner(n, service))] for n in self._args.system.services[service].secrets}
 
     def names_for(self, service: str) -> dict[str, str]:
         """Env var name -> Secrets Manager name, for exactly the secrets ``service`` declares."""
-        return {n: self._paths.get((n, service)) or self._paths[(n, None)] for n in self._args.system.services[service].secrets}
+        return {n: self._secret_name(n, self._owner(n, service)) for n in self._args.system.services[service].secrets}
 
     def values_for(self, service: str) -> dict[str, pulumi.Output[str]]:
         """Env var name -> value (a secret Output), for the secrets of ``service`` whose value Pulumi knows."""
-        out = {}
-        for n in self._args.system.services[service].secrets:
-            value = self._values.get((n, service)) or self._values.get((n, None))
-            if value is not None:
-                out[n] = value
-        return out
+        keys = {n: (n, self._owner(n, service)) for n in self._args.system.services[service].secrets}
+        return {n: self._values[key] for n, key in keys.items() if key in self._values}
 
     def versions_for(self, service: str) -> list[pulumi.Output[str]]:
         """What must roll ``service`` when it changes: version ids of the generated and external values it
         reads that we write, and the rotation keys of the derived ones."""
         out: list[pulumi.Output[str]] = []
         for secret_name in self._args.system.services[service].secrets:
-            version = self.versions.get((secret_name, service)) or self.versions.get((secret_name, None))
+            version = self.versions.get((secret_name, self._owner(secret_name, service)))
             if version is not None:
                 out.append(version)
             elif self._args.system.secrets[secret_name].source is SecretSource.derived:
