@@ -52,6 +52,8 @@ class Redis(pulumi.ComponentResource):
     redis_url: pulumi.Output[str]
     """``rediss://:token@primary:6379``, a secret."""
     group: aws.elasticache.ReplicationGroup
+    replication_group_id: str
+    """``<system>-<env>``: what CloudWatch dimensions and snapshot APIs name the cache by."""
     port: int = PORT
 
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -105,6 +107,7 @@ class Redis(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="60m", update="80m", delete="60m")),
         )
         self.security_group_id = sg.id
+        self.replication_group_id = args.replication_group_id
         self.redis_url = pulumi.Output.secret(
             pulumi.Output.all(self.group.primary_endpoint_address, token.result).apply(lambda v: f"rediss://:{v[1]}@{v[0]}:{PORT}")
         )
