@@ -124,7 +124,7 @@ def test_failing_exports_stop_new_snapshots_and_fail_the_run():
         c.run()
 
 
-def test_one_failing_group_does_not_stop_the_others():
+def test_one_failing_group_does_not_stop_the_others(monkeypatch):
     calls: list[str] = []
 
     def reconcile(ec, s3, group, bucket, interval, now):
@@ -133,13 +133,9 @@ def test_one_failing_group_does_not_stop_the_others():
             raise RuntimeError("broken")
         return [f"ok {group}"]
 
-    original = fn.reconcile
-    fn.reconcile = reconcile
-    try:
-        with pytest.raises(RuntimeError, match="a: broken"):
-            fn.run(None, None, ["a", "b"], BUCKET, INTERVAL, NOW)
-    finally:
-        fn.reconcile = original
+    monkeypatch.setattr(fn, "reconcile", reconcile)
+    with pytest.raises(RuntimeError, match="a: broken"):
+        fn.run(None, None, ["a", "b"], BUCKET, INTERVAL, NOW)
     assert calls == ["a", "b"]
 
 
