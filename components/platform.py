@@ -213,6 +213,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         pulumi.export("urls", {f"{n}-{svc}": url for n, w in workloads.items() for svc, url in w.urls.items()})
         return platform
     pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
+    pulumi.export("task_definitions", {key: s.task_definition_arn for key, s in services.items()})
     pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
     pulumi.export(
         "webhook_urls",

@@ -124,6 +124,8 @@ class Service(pulumi.ComponentResource):
     """Public URL (web services)."""
     target_group_arn_suffix: pulumi.Output[str] | None
     log_group_name: pulumi.Output[str]
+    task_definition_arn: pulumi.Output[str]
+    """The revision this ``pulumi up`` registered; a deploy is good only when the service runs it."""
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:compute:Service", name, None, opts)
@@ -263,6 +265,7 @@ class Service(pulumi.ComponentResource):
             self._autoscaling(name, args, desired, maximum)
 
         self.service_name = self.service.name
+        self.task_definition_arn = task.arn
         self.log_group_name = log_group.name
         self.register_outputs({"service_name": self.service_name})
 
