@@ -25,8 +25,19 @@ Children: ``aws:s3/bucket:Bucket`` ``-export`` and ``-dr`` (the latter in ``dr_r
 versioning, encryption, public access block, ownership controls, ACL, policy and lifecycle;
 ``aws:s3/bucketReplicationConfig:BucketReplicationConfig`` and its ``aws:iam/role:Role``; the
 function's ``aws:cloudwatch/logGroup:LogGroup``, ``aws:iam/role:Role`` and
-``aws:lambda/function:Function``; an ``aws:scheduler/schedule:Schedule`` with the role it invokes
-with; an ``aws:cloudwatch/metricAlarm:MetricAlarm`` on the function's errors.
+``aws:lambda/function:Function`` with its ``aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig``;
+an ``aws:scheduler/schedule:Schedule`` with the role it invokes with; an
+``aws:cloudwatch/metricAlarm:MetricAlarm`` on the function's errors.
+
+One run at a time without reserved concurrency: reserving any is refused in accounts whose concurrency
+quota is low (new accounts often have 10, and Lambda keeps 100 unreserved), so runs are kept apart by
+timing. The schedule fires every ``RUN_EVERY_MINUTES`` exactly (flexible window off, no scheduler
+retries); Lambda runs the asynchronous invocation within ``MAX_EVENT_AGE_SECONDS`` or drops it, never
+retries it, and stops it after ``TIMEOUT_SECONDS``; the sum is shorter than the interval, so one run has
+ended before the next can start. Should Lambda still deliver an event twice (its queue is at least
+once), the handler is idempotent: the state lives in ElastiCache and S3, a second export of a busy
+snapshot is reported as busy, and at worst one run fails (a snapshot name taken in the same minute, a
+snapshot the other run just deleted) and the next run repairs it; the alarm needs two failing periods.
 
 Cost note: S3 storage for ``retention_days`` of exports in two regions plus cross-region transfer
 ($0.02/GB), a few cents a month for our cache sizes; the function runs 96 times a day, within the
@@ -52,6 +63,9 @@ HANDLER_FILE = Path(handler.__file__)
 # ElastiCache's canonical user for export ACL grants in regions enabled by default (not GovCloud).
 ELASTICACHE_CANONICAL_ID = "540804c33a284a299d2547575ce1010f2312ef3da9b3a053c8bc45bf233e4353"
 RUN_EVERY_MINUTES = 15
+TIMEOUT_SECONDS = 120
+# Lambda drops a scheduled invocation it could not start within this (60 s is its minimum), and retries none.
+MAX_EVENT_AGE_SECONDS = 300
 # ``CopySnapshot`` to a bucket needs these on the caller, ``ListAllMyBuckets`` on ``*`` (AWS documents
 # that scoping it to the bucket fails with "unable to validate the authenticated user has access").
 EXPORT_CALLER_S3 = ["s3:GetBucketLocation", "s3:ListAllMyBuckets"]
@@ -199,7 +213,7 @@ class RedisExport(pulumi.ComponentResource):
             lambda v: json.dumps(function_policy(args.region, *v, args.replication_group_ids))
         )
         role_policy = aws.iam.RolePolicy(f"{name}-function", role=role.id, policy=policy, opts=child)
-        return aws.lambda_.Function(
+        function = aws.lambda_.Function(
             f"{name}-function",
             name=function_name,
             description=f"Export Redis snapshots every {args.interval_minutes} min for the {args.dr_region} copy",
@@ -209,10 +223,10 @@ class RedisExport(pulumi.ComponentResource):
             # relative to the project directory, where Pulumi runs the program: the same path on every machine
             code=pulumi.AssetArchive({HANDLER_FILE.name: pulumi.FileAsset(os.path.relpath(HANDLER_FILE))}),
             role=role.arn,
-            timeout=120,
+            timeout=TIMEOUT_SECONDS,
             memory_size=128,
-            # one run at a time: two concurrent runs could take two snapshots
-            reserved_concurrent_executions=1,
+            # no reserved_concurrent_executions: low-quota accounts reject it; runs are kept apart by timing
+            # (module docstring: the schedule, the event age and the timeout add up to less than the interval)
             environment=aws.lambda_.FunctionEnvironmentArgs(
                 variables={
                     "REPLICATION_GROUPS": ",".join(args.replication_group_ids),
@@ -223,6 +237,15 @@ class RedisExport(pulumi.ComponentResource):
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=logs.name),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role_policy]),
         )
+        # the scheduler invokes asynchronously: no late or retried run may overlap the next scheduled one
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{name}-invoke",
+            function_name=function.name,
+            maximum_event_age_in_seconds=MAX_EVENT_AGE_SECONDS,
+            maximum_retry_attempts=0,
+            opts=child,
+        )
+        return function
 
     def _schedule(self, name: str, args: RedisExportArgs, function: aws.lambda_.Function) -> None:
         child = pulumi.ResourceOptions(parent=self)

@@ -218,3 +218,25 @@ def test_a_failing_export_alarms(prod):
     schedule = prod.one("aws:scheduler/schedule:Schedule").inputs
     assert schedule["scheduleExpression"] == f"rate({redis_export.RUN_EVERY_MINUTES} minutes)"
     assert schedule["target"]["retryPolicy"]["maximumRetryAttempts"] == 0
+
+
+def test_function_reserves_no_concurrency(prod):
+    # accounts with a low concurrency quota (new ones often have 10) refuse any reservation: 100 stay unreserved
+    inputs = prod.one(FUNCTION).inputs
+    assert inputs.get("reservedConcurrentExecutions") in (None, -1)
+    assert inputs["timeout"] == redis_export.TIMEOUT_SECONDS
+
+
+def test_runs_are_kept_apart_by_timing_instead(prod):
+    # GIVEN the schedule fires on the dot, and neither the scheduler nor Lambda retries a run
+    schedule = prod.one("aws:scheduler/schedule:Schedule").inputs
+    assert schedule["flexibleTimeWindow"] == {"mode": "OFF"} and schedule["target"]["retryPolicy"]["maximumRetryAttempts"] == 0
+    invoke = in_export(prod, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
+    assert len(invoke) == 1 and invoke[0].inputs["maximumRetryAttempts"] == 0
+    assert invoke[0].inputs["functionName"] == prod.one(FUNCTION).inputs["name"]
+    # THEN the latest a run can start (queued for the maximum event age) plus its timeout ends before the next one
+    age = invoke[0].inputs["maximumEventAgeInSeconds"]
+    assert age + prod.one(FUNCTION).inputs["timeout"] < redis_export.RUN_EVERY_MINUTES * 60
+    # and Lambda accepts the event age (PutFunctionEventInvokeConfig's model: 60 s to 6 h)
+    limits = botocore.session.get_session().get_service_model("lambda").operation_model("PutFunctionEventInvokeConfig").input_shape.members
+    assert limits["MaximumEventAgeInSeconds"].metadata["min"] <= age <= limits["MaximumEventAgeInSeconds"].metadata["max"]

@@ -89,3 +89,35 @@ def test_promotion_goes_one_step_and_uses_the_tool():
     write = load("promote.yml")["jobs"]["write"]
     assert write["if"] == "(inputs.source == 'dev' && inputs.target == 'staging') || (inputs.source == 'staging' && inputs.target == 'prod')"
     assert any("tools.promote" in s.get("run", "") for s in write["steps"])
+
+
+def _up_jobs() -> list[tuple[str, str, dict, int]]:
+    """(workflow, job name, job, index of its `pulumi up` step) for every `pulumi up` of every workflow."""
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for job_name, job in load(path.name)["jobs"].items():
+            for i, step in enumerate(job.get("steps", [])):
+                if step.get("uses", "").startswith("pulumi/actions@") and step.get("with", {}).get("command") == "up":
+                    found.append((path.name, job_name, job, i))
+    return found
+
+
+def test_every_pulumi_up_is_followed_by_the_deploy_check_that_fails_the_job():
+    ups = _up_jobs()
+    assert {(w, j) for w, j, _, _ in ups} == {("deploy.yml", "up-dev"), ("promote.yml", "up")}
+    for workflow, job_name, job, i in ups:
+        steps = job["steps"]
+        check = steps[i + 1]  # right after the update, before anything else
+        assert "python -m tools.verify_deploy --stack" in check["run"], (workflow, job_name)
+        # a failing check fails the job: it neither runs conditionally nor is allowed to fail
+        assert "if" not in check and "continue-on-error" not in check and "continue-on-error" not in job, (workflow, job_name)
+        assert "|| true" not in check["run"] and "set +e" not in check["run"]
+        # it asks about the stack that was just updated, on the same backend
+        stack = steps[i]["with"]["stack-name"]
+        target = "dev" if workflow == "deploy.yml" else "inputs.target"
+        assert check["env"]["STACK"] in (target, f"${{{{ {target} }}}}") and target in stack and "vars.PULUMI_ORG" in stack
+        assert 'stack="$ORG/$STACK"' in check["run"]
+        assert check["env"]["BACKEND"] == steps[i]["with"]["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}"
+        # boto3 is installed into the program's virtualenv before
+        installs = [s.get("run", "") for s in steps[:i]]
+        assert any(".venv/bin/pip install -r requirements-ops.txt" in r for r in installs), (workflow, job_name)
