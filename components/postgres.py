@@ -2,9 +2,39 @@
 
 Children: ``aws:ec2/securityGroup:SecurityGroup`` (no rules: each consuming service adds its own
 ingress), ``aws:rds/subnetGroup:SubnetGroup`` (isolated subnets), ``aws:rds/parameterGroup:ParameterGroup``
-(``rds.force_ssl=1``, slow-query logging), ``random:index/randomPassword:RandomPassword`` (master
-password), ``aws:rds/instance:Instance``, with enhanced monitoring an IAM role, and with a DR region
+(``rds.force_ssl=1``, slow-query logging, ``max_connections`` for the class),
+``random:index/randomPassword:RandomPassword`` (master password), one ``aws:cloudwatch/logGroup:LogGroup``
+per exported log (``/aws/rds/instance/<identifier>/postgresql`` and ``.../upgrade``, created before the
+instance), ``aws:rds/instance:Instance``, with enhanced monitoring an IAM role, and with a DR region
 ``aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication`` (created in that region).
+
+TLS that every client verifies. ``DATABASE_URL`` ends in ``?sslmode=require&sslaccept=strict&sslrootcert=``
+:data:`RDS_CA_BUNDLE`, and every container that reads it also gets :func:`client_env`
+(``NODE_EXTRA_CA_CERTS``). What each client makes of that query:
+
+- node-postgres 8 (aurum, Ponder in twinkle's indexer, Prisma 7's ``@prisma/adapter-pg``):
+  pg-connection-string's ``parse`` reads the ``sslrootcert`` file into ``ssl.ca`` and treats ``require``
+  as ``verify-full`` (chain and host name checked against the RDS CA only; it prints a one-time
+  "SECURITY WARNING" that ``require`` is an alias). When pg 9 adopts libpq's meaning of ``require``, the
+  ``sslrootcert`` keeps it verifying (libpq: ``require`` with a root CA file behaves as ``verify-ca``).
+  ``sslaccept`` is ignored (only known keys reach the startup packet). Source: brianc/node-postgres,
+  packages/pg-connection-string/index.js (2.14.0) and packages/pg/lib/client.js ``getStartupConf``.
+  ``sslcert`` would be a *client* certificate there, so it is never in the URL.
+- Prisma's Rust engines (the Prisma 5 and 6 Client; ``prisma migrate deploy``, whose schema engine is
+  still Rust in Prisma 7 and reads the URL from ``prisma.config.ts``): quaint knows ``sslmode``
+  ``disable``/``prefer``/``require`` only (anything else, ``verify-full`` included, silently becomes
+  ``prefer``, which goes on in plaintext when the answer to its TLS request is "no": tokio-postgres
+  connect_tls.rs), and verifies the server only with ``sslaccept=strict`` (the default is
+  ``accept_invalid_certs``); ``sslrootcert`` is discarded and ``sslcert`` is its CA file. Its trust
+  store is native-tls on OpenSSL: ``SSL_CERT_FILE`` if set, else the system's CA file, so the image adds
+  the RDS bundle to the OS trust store (``SSL_CERT_FILE`` would *replace* the system CAs for every
+  OpenSSL user in the container). Source: prisma/prisma-engines quaint/src/connector/postgres/url.rs
+  ``parse_query_params`` and native/mod.rs ``PostgreSql::new``; sfackler/rust-native-tls
+  src/imp/openssl.rs and alexcrichton/openssl-probe src/lib.rs ``probe``.
+- The image contract: the RDS global bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)
+  at :data:`RDS_CA_BUNDLE`, readable by the app user (mode 0644), and the same certificates added to
+  the OS trust store (``update-ca-certificates``). Without the file node-postgres fails at connect
+  (ENOENT) and Prisma fails the handshake: no client falls back to an unverified connection.
 
 Master password: a pulumi-random password (letters and digits only, so it is URL-safe without
 escaping) kept in Pulumi state as a secret, composed into ``DATABASE_URL`` here and stored in Secrets
@@ -26,11 +56,27 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from stacks.presets import PostgresPreset
+from stacks.presets import LogsPreset, PostgresPreset, postgres_max_connections
 
 from .iam import service_trust
 
 PORT = 5432
+RDS_CA_BUNDLE = "/etc/ssl/certs/rds-global-bundle.pem"
+"""Where the image bakes the RDS global CA bundle (global-bundle.pem from the RDS trust store)."""
+LOG_EXPORTS = ("postgresql", "upgrade")
+"""Logs the instance publishes to CloudWatch Logs, each into ``/aws/rds/instance/<identifier>/<log>``."""
+TLS_QUERY = f"sslmode=require&sslaccept=strict&sslrootcert={RDS_CA_BUNDLE}"
+"""The query of ``DATABASE_URL``: encrypted and verified by node-postgres and by Prisma (module docstring)."""
+
+
+def client_env() -> dict[str, str]:
+    """Plain environment every container that reads ``DATABASE_URL`` needs (app and migration alike).
+
+    ``NODE_EXTRA_CA_CERTS`` adds the RDS CAs to Node's own store, read once at process start: a Node
+    client that verifies TLS from ``sslmode`` alone (not from ``sslrootcert``) then accepts RDS too.
+    Prisma's engine needs no variable: it reads the OS trust store the image extends.
+    """
+    return {"NODE_EXTRA_CA_CERTS": RDS_CA_BUNDLE}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +92,8 @@ class PostgresArgs:
     """Storage-autoscaling ceiling: the larger of the preset's and the app's ask."""
     rotation: int = 0
     """Bump to generate a new master password."""
+    log_retention_days: int = LogsPreset().retention_days
+    """Retention of the exported-log groups (the preset's ``logs.retention_days``). Default: the preset model's (7)."""
     dr: DrCopy | None = None
     """Replicate automated backups to another region. Default: none."""
 
@@ -66,7 +114,7 @@ class Postgres(pulumi.ComponentResource):
     address: pulumi.Output[str]
     """Hostname clients connect to."""
     database_url: pulumi.Output[str]
-    """``postgresql://user:pass@host:5432/db?sslmode=require``, a secret."""
+    """``postgresql://user:pass@host:5432/db?`` :data:`TLS_QUERY`, a secret."""
     instance: aws.rds.Instance
     port: int = PORT
 
@@ -85,9 +133,30 @@ class Postgres(pulumi.ComponentResource):
             parameters=[
                 aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
                 aws.rds.ParameterGroupParameterArgs(name="log_min_duration_statement", value="1000"),
+                # Static: RDS refuses apply_method "immediate" for it, and reads "pending-reboot" back, so
+                # stating it keeps the next preview empty (terraform-provider-aws parameter_group.go hashes
+                # name, apply_method and value into the set; flex.go flattenParameters reads ApplyMethod from
+                # DescribeDBParameters). A new instance boots with it; an existing one at its next reboot.
+                aws.rds.ParameterGroupParameterArgs(
+                    name="max_connections", value=str(postgres_max_connections(s.instance_class)), apply_method="pending-reboot"
+                ),
             ],
             opts=child,
         )
+        # RDS creates /aws/rds/instance/<id>/<log> on first export, without a retention or a key. Ours
+        # exist first (the instance depends on them), with the environment key and the preset's retention.
+        # The key policy (components/kms.py) already admits CloudWatch Logs for every log group of the
+        # account and region (kms:EncryptionContext:aws:logs:arn ArnLike ...:log-group:*).
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-{log}-logs",
+                name=f"/aws/rds/instance/{args.identifier}/{log}",
+                retention_in_days=args.log_retention_days,
+                kms_key_id=args.kms_key_arn,
+                opts=child,
+            )
+            for log in LOG_EXPORTS
+        ]
         password = random.RandomPassword(f"{name}-password", length=32, special=False, keepers={"rotation": str(args.rotation)}, opts=child)
         monitoring_role = None
         if s.monitoring_interval_seconds:
@@ -127,7 +196,7 @@ class Postgres(pulumi.ComponentResource):
             deletion_protection=s.deletion_protection,
             skip_final_snapshot=not s.final_snapshot,
             final_snapshot_identifier=f"{args.identifier}-final" if s.final_snapshot else None,
-            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             iam_database_authentication_enabled=True,
             performance_insights_enabled=s.performance_insights,
             performance_insights_kms_key_id=args.kms_key_arn if s.performance_insights else None,
@@ -137,6 +206,7 @@ class Postgres(pulumi.ComponentResource):
             tags={"Name": args.identifier},
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=log_groups,
                 protect=s.deletion_protection,
                 # Multi-AZ creation and storage modifications routinely take 20+ minutes.
                 custom_timeouts=pulumi.CustomTimeouts(create="90m", update="120m", delete="60m"),
@@ -156,7 +226,7 @@ class Postgres(pulumi.ComponentResource):
         self.address = self.instance.address
         self.database_url = pulumi.Output.secret(
             pulumi.Output.all(self.instance.address, password.result).apply(
-                lambda v: f"postgresql://{username}:{v[1]}@{v[0]}:{PORT}/{args.database}?sslmode=require"
+                lambda v: f"postgresql://{username}:{v[1]}@{v[0]}:{PORT}/{args.database}?{TLS_QUERY}"
             )
         )
         self.register_outputs({"security_group_id": self.security_group_id, "address": self.address})

@@ -15,6 +15,17 @@ a whole-cluster loss) and, in prod, a synchronous-enough replica in another AZ (
 node or AZ loss, failover in about a minute). With a DR region, :mod:`components.redis_export` adds a
 snapshot exported to S3 and replicated there every two hours.
 
+AUTH token rotation takes two ``pulumi up`` runs, both written in the stack file (README, "Rotating
+the Redis AUTH token"): bumping ``rotate.REDIS_URL`` makes a new token and sends it with the ``ROTATE``
+strategy (old and new both valid; ``REDIS_URL`` changes, so the services roll onto the new token);
+then ``revoke.REDIS_URL`` set to the same number sends the same token with ``SET`` (only it stays
+valid). The provider calls ModifyReplicationGroup with ``AuthToken`` and ``AuthTokenUpdateStrategy``
+whenever either input changes, and reads neither back, so a third run changes nothing
+(terraform-provider-aws internal/service/elasticache/replication_group.go, ``resourceReplicationGroupUpdate``:
+``d.HasChanges("auth_token", "auth_token_update_strategy")``). AWS allows ``SET`` only after ``ROTATE``
+(ElastiCache API, ModifyReplicationGroup ``AuthTokenUpdateStrategy``); a token that has never been
+rotated stays under ``ROTATE``, which on its own changes nothing.
+
 Cost note: cache.t4g.micro is about $12/month per node.
 """
 
@@ -42,7 +53,22 @@ class RedisArgs:
     settings: RedisPreset
     maxmemory_policy: str
     rotation: int = 0
-    """Bump to generate a new AUTH token."""
+    """Bump to generate a new AUTH token (step 1: the old one stays valid too)."""
+    revoked: int = 0
+    """Step 2: the rotation whose token is the only valid one. Equal to ``rotation``: the older tokens
+    are revoked (``SET``); lower: both stay valid (``ROTATE``). Default: 0 (nothing revoked)."""
+
+
+def auth_token_update_strategy(rotation: int, revoked: int) -> str:
+    """``SET`` once the current rotation is revoked-through, else ``ROTATE``.
+
+    A bumped ``rotation`` with ``revoked`` left behind goes out with ``ROTATE``, so no running service
+    loses its connection. Bumping both in one run would send a new token with ``SET``; a stack file
+    cannot tell that from a proper step 2, so the README's procedure has the operator check the preview.
+    """
+    if revoked > rotation:
+        raise ValueError(f"revoked ({revoked}) is ahead of rotation ({rotation}): only a token in use can become the only valid one")
+    return "SET" if revoked and revoked == rotation else "ROTATE"
 
 
 class Redis(pulumi.ComponentResource):
@@ -98,7 +124,7 @@ class Redis(pulumi.ComponentResource):
             kms_key_id=args.kms_key_arn,
             transit_encryption_enabled=True,
             auth_token=token.result,
-            auth_token_update_strategy="ROTATE",  # noqa: S106 - an enum: old and new tokens both work during a rotation
+            auth_token_update_strategy=auth_token_update_strategy(args.rotation, args.revoked),
             auto_minor_version_upgrade=True,
             snapshot_retention_limit=s.snapshot_retention_days,
             snapshot_window="03:30-04:30",

@@ -24,6 +24,26 @@ CACHE_NODE_TYPES = (
     r"|(m5|m6g|m7g|r5|r6g|r7g)\.(large|xlarge|2xlarge|4xlarge|8xlarge|12xlarge|16xlarge))$"
 )
 
+# Memory (GiB) of the instance classes RDS_POSTGRES_CLASSES allows: burstables by size; m-families by
+# size, r-families twice that (Amazon RDS User Guide, "Hardware specifications for DB instance classes").
+_BURSTABLE_GIB = {"micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
+_GENERAL_GIB = {"large": 8, "xlarge": 16, "2xlarge": 32, "4xlarge": 64, "8xlarge": 128, "12xlarge": 192, "16xlarge": 256, "24xlarge": 384}
+
+# The max_connections we set in every Postgres parameter group, by the class's memory. RDS's own default
+# is LEAST({DBInstanceClassMemory/9531392}, 5000) (AWS Prescriptive Guidance, "Tuning PostgreSQL
+# parameters: max_connections"), but DBInstanceClassMemory is the class's memory less what the OS and
+# the RDS processes reserve, a number AWS does not publish per class: SHOW max_connections on a
+# db.t3/t4g.micro is reported at about 80-87, not the 112 that 1 GiB gives. So we set the value and
+# the connections alarm reads the same table. 80 per GiB stays at or under what every class gets by
+# default (the reserve is proportionally smallest on big classes); 5000 is RDS's cap. The parameter is
+# static (applied at a reboot), and a value above what the memory holds can keep Postgres from
+# starting, so never raise a row above the RDS default for that memory.
+#   GiB                  1    2    4    8     16    32    64+
+#   RDS default (GiB)   112  225  450  901  1802  3604  5000
+#   we set               80  160  320  640  1280  2560  5000
+POSTGRES_CONNECTIONS_PER_GIB = 80
+POSTGRES_MAX_CONNECTIONS_CAP = 5000
+
 # CloudWatch Logs accepts only these retention values (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
@@ -151,7 +171,8 @@ class ObservabilityPreset(Strict):
     db_cpu_percent: int = Field(default=80, ge=1, le=100)
     """Database CPU alarm. Default: 80."""
     db_connections_percent: int = Field(default=80, ge=1, le=100)
-    """Connections as a share of the instance class's max_connections. Default: 80."""
+    """Connections as a share of the ``max_connections`` the parameter group sets for the instance
+    class (80 per GiB of memory, at most 5000). Default: 80."""
     db_free_storage_percent: int = Field(default=10, ge=1, le=99)
     """Alarm when free storage falls under this share of allocated storage. Default: 10."""
     cache_cpu_percent: int = Field(default=80, ge=1, le=100)
@@ -225,6 +246,23 @@ PRESETS: dict[str, dict] = {
         "edge": {"deletion_protection": True, "access_log_days": 365},
     },
 }
+
+
+def instance_memory_gib(instance_class: str) -> int:
+    """Memory of an RDS instance class we allow, e.g. 1 for ``db.t4g.micro``, 16 for ``db.r6g.large``."""
+    _, family, size = instance_class.split(".")
+    if family.startswith("t"):
+        return _BURSTABLE_GIB[size]
+    return _GENERAL_GIB[size] * (2 if family.startswith("r") else 1)
+
+
+def postgres_max_connections(instance_class: str) -> int:
+    """The ``max_connections`` our parameter group sets for ``instance_class`` (see the table above).
+
+    One number for both users: the Postgres component writes it into the parameter group and the
+    connections alarm fires at a share of it.
+    """
+    return min(instance_memory_gib(instance_class) * POSTGRES_CONNECTIONS_PER_GIB, POSTGRES_MAX_CONNECTIONS_CAP)
 
 
 def deep_merge(base: dict, override: dict) -> dict:

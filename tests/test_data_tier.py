@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from stacks.config import load_platform
 from stacks.errors import ConfigError
-from tests.conftest import ROOT, plan
+from stacks.presets import PostgresPreset, RedisPreset
+from tests.conftest import ROOT, load_stack_yaml, plan
+from tools import harness
 
 RDS = "aws:rds/instance:Instance"
 REDIS = "aws:elasticache/replicationGroup:ReplicationGroup"
@@ -202,3 +209,218 @@ def _error(project_dir) -> ConfigError:
     with pytest.raises(ConfigError) as info:
         load_platform("test", project_dir)
     return info.value
+
+
+# ---------------------------------------------------------------- first real `pulumi up`: TLS, RDS logs, max_connections, Redis AUTH rotation
+
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+KMS_ARN = "arn:aws:kms:us-east-1:123456789012:key/0123abcd-0000-0000-0000-000000000000"
+
+
+def _component(build) -> tuple[harness.Capture, list[str]]:
+    """WHEN one component is planned on its own; its secret URL (captured through ``apply``) comes back too."""
+    urls: list[str] = []
+    cap = harness.run("dev", program=lambda: build().apply(lambda url: urls.append(url)))
+    return cap, urls
+
+
+def _postgres(**overrides):
+    from components.postgres import Postgres, PostgresArgs
+
+    args = dict(identifier="offerhub-dev", database="offerhub_db", vpc_id="vpc-0123456789abcdef0", subnet_ids=["subnet-a", "subnet-b"],
+                kms_key_arn=KMS_ARN, settings=PostgresPreset(), max_storage_gb=100) | overrides  # fmt: skip
+    return lambda: Postgres("offerhub-db", PostgresArgs(**args)).database_url
+
+
+def test_database_url_is_verified_by_node_postgres_and_by_prisma():
+    from components.postgres import RDS_CA_BUNDLE, client_env
+
+    # WHEN the Postgres component composes DATABASE_URL
+    _, urls = _component(_postgres())
+    url = urlsplit(urls[0])
+    query = parse_qs(url.query, strict_parsing=True)
+    assert (url.scheme, url.hostname, url.port, url.path) == ("postgresql", "offerhub-dev.abc123.us-east-1.rds.amazonaws.com", 5432, "/offerhub_db")
+    # THEN Prisma's engine requires TLS (sslmode=require; anything else it reads as "prefer") and verifies the
+    # certificate (sslaccept=strict; its default accepts any), and node-postgres verifies against the RDS CA
+    # bundle (sslrootcert becomes ssl.ca; "require" is verify-full in pg 8 and verify-ca with a root CA in libpq terms)
+    assert query == {"sslmode": ["require"], "sslaccept": ["strict"], "sslrootcert": [RDS_CA_BUNDLE]}
+    # and no sslcert: Prisma reads it as the CA file, node-postgres as a *client* certificate
+    assert "sslcert" not in query and "sslkey" not in query
+    assert RDS_CA_BUNDLE == "/etc/ssl/certs/rds-global-bundle.pem"
+    # AND every container that reads DATABASE_URL gets Node's extra CA store pointed at the same bundle
+    assert client_env() == {"NODE_EXTRA_CA_CERTS": RDS_CA_BUNDLE}
+
+
+def test_rds_log_groups_exist_before_the_instance_with_retention_and_key(plans):
+    for stack, cap in plans.items():
+        key = cap.one("aws:kms/key:Key", "key-key").urn
+        groups = {g.inputs["name"]: g for g in cap.of_type(LOG_GROUP) if g.inputs.get("name", "").startswith("/aws/rds/instance/")}
+        for db in cap.of_type(RDS):
+            # GIVEN an instance exporting its postgresql and upgrade logs
+            identifier, exports = db.inputs["identifier"], db.inputs["enabledCloudwatchLogsExports"]
+            for log in exports:
+                # THEN the log group RDS would create without retention or key is ours, created first
+                group = groups[f"/aws/rds/instance/{identifier}/{log}"]
+                assert group.inputs["retentionInDays"] >= 7, stack
+                assert key in group.property_dependencies["kmsKeyId"], stack
+                assert group.urn in db.dependencies, f"{stack}: {identifier} must wait for {log}"
+        assert len(groups) == 2 * len(cap.of_type(RDS))
+
+
+def test_rds_log_groups_take_the_given_retention():
+    cap, _ = _component(_postgres(log_retention_days=365))
+    assert {g.inputs["name"]: g.inputs["retentionInDays"] for g in cap.of_type(LOG_GROUP)} == {
+        "/aws/rds/instance/offerhub-dev/postgresql": 365,
+        "/aws/rds/instance/offerhub-dev/upgrade": 365,
+    }
+
+
+def test_rds_log_groups_keep_the_environments_retention(plans):
+    for stack, days in (("dev", 7), ("staging", 30), ("prod", 365)):
+        rds = [g for g in plans[stack].of_type(LOG_GROUP) if g.inputs.get("name", "").startswith("/aws/rds/instance/")]
+        assert rds and {g.inputs["retentionInDays"] for g in rds} == {days}, stack
+
+
+def test_max_connections_is_set_per_class_and_the_alarm_reads_the_same_number(plans):
+    # GIVEN dev on db.t4g.micro, staging on db.t4g.small, prod on db.t4g.medium (RDS would give about 80-87 on a micro, not 112)
+    for stack, (value, alarm) in {"dev": (80, 64), "staging": (160, 128), "prod": (320, 256)}.items():
+        cap = plans[stack]
+        for pg in cap.of_type("aws:rds/parameterGroup:ParameterGroup"):
+            params = {p["name"]: p for p in pg.inputs["parameters"]}
+            # THEN the parameter group sets it, as the static parameter it is (pending-reboot, or RDS refuses the change)
+            assert params["max_connections"] == {"name": "max_connections", "value": str(value), "applyMethod": "pending-reboot"}, stack
+        # AND the connections alarm fires at 80 % of that same number
+        thresholds = {a.name: a.inputs["threshold"] for a in cap.of_type(ALARM) if a.name.endswith("-db-connections")}
+        assert len(thresholds) == 5 and set(thresholds.values()) == {alarm}, stack
+
+
+def _allowed_postgres_classes() -> list[str]:
+    general = ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")
+    burstable = [f"db.{f}.{s}" for f in ("t3", "t4g") for s in ("micro", "small", "medium", "large", "xlarge", "2xlarge")]
+    intel = [f"db.{f}.{s}" for f in ("m5", "m6i", "m7i", "r5", "r6i", "r7i") for s in (*general, "24xlarge")]
+    graviton = [f"db.{f}.{s}" for f in ("m6g", "m7g", "r6g", "r7g") for s in general]
+    return burstable + intel + graviton
+
+
+def test_max_connections_table_covers_every_allowed_class_and_stays_under_rds_default():
+    from stacks.presets import RDS_POSTGRES_CLASSES, instance_memory_gib, postgres_max_connections
+
+    assert [postgres_max_connections(c) for c in ("db.t4g.micro", "db.t3.small", "db.t4g.medium", "db.m6g.large", "db.r6g.large")] == [80, 160, 320, 640, 1280]
+    assert postgres_max_connections("db.r7g.2xlarge") == postgres_max_connections("db.m7i.24xlarge") == 5000  # RDS's cap
+    for instance_class in _allowed_postgres_classes():
+        assert re.match(RDS_POSTGRES_CLASSES, instance_class), instance_class
+        value = postgres_max_connections(instance_class)
+        # never above RDS's own default computed on the nominal memory (DBInstanceClassMemory is lower still)
+        assert 6 <= value <= min(instance_memory_gib(instance_class) * 1024**3 // 9_531_392, 5000), instance_class
+
+
+# ---- Redis AUTH token rotation: rotate (both tokens valid), then revoke (only the new one)
+
+
+def _redis(rotation: int, revoked: int):
+    from components.redis import Redis, RedisArgs
+
+    args = RedisArgs(replication_group_id="offerhub-dev", vpc_id="vpc-0123456789abcdef0", subnet_ids=["subnet-a", "subnet-b"], kms_key_arn=KMS_ARN,
+                     settings=RedisPreset(), maxmemory_policy="noeviction", rotation=rotation, revoked=revoked)  # fmt: skip
+    return lambda: Redis("offerhub-cache", args).redis_url
+
+
+def _redis_step(rotation: int, revoked: int) -> tuple[dict, dict, str]:
+    cap, urls = _component(_redis(rotation, revoked))
+    return cap.one(REDIS).inputs, cap.one("random:index/randomPassword:RandomPassword").inputs, urls[0]
+
+
+def test_redis_token_rotation_takes_two_ups_and_a_third_changes_nothing():
+    # GIVEN the cache as created: one token, never rotated (the strategy is not sent on create)
+    group0, _, url0 = _redis_step(0, 0)
+    assert group0["authTokenUpdateStrategy"] == "ROTATE"
+    # WHEN step 1 bumps rotate.REDIS_URL: a new token goes out with ROTATE, so the old one keeps working
+    group1, token1, url1 = _redis_step(1, 0)
+    assert group1["authTokenUpdateStrategy"] == "ROTATE" and token1["keepers"] == {"rotation": "1"} and url1 != url0
+    # WHEN step 2 sets revoke.REDIS_URL to the same number: the same token goes out with SET
+    group2, token2, url2 = _redis_step(1, 1)
+    assert group2["authTokenUpdateStrategy"] == "SET"
+    assert token2 == token1 and url2 == url1  # the same token, so REDIS_URL and the services stay as they are
+    # and nothing else of the replication group changes: the provider sends ModifyReplicationGroup(AuthToken, SET) for this diff alone
+    assert {k for k in group1.keys() | group2.keys() if group1.get(k) != group2.get(k)} == {"authTokenUpdateStrategy"}
+    # THEN a third `pulumi up` with the same stack file registers the same inputs: no diff, no call
+    assert _redis_step(1, 1) == (group2, token2, url2)
+    # AND the next rotation starts from SET with ROTATE again (SET is allowed only after ROTATE)
+    assert _redis_step(2, 1)[0]["authTokenUpdateStrategy"] == "ROTATE"
+
+
+def test_redis_revoke_cannot_run_ahead_of_rotation():
+    from components.redis import auth_token_update_strategy
+
+    assert [auth_token_update_strategy(r, v) for r, v in ((0, 0), (1, 0), (1, 1), (3, 1), (3, 3))] == ["ROTATE", "ROTATE", "SET", "ROTATE", "SET"]
+    with pytest.raises(ValueError, match="ahead of rotation"):
+        auth_token_update_strategy(1, 2)
+
+
+def _rotation_step(tmp: Path, name: str, rotate: int, revoke: int | None) -> harness.Capture:
+    data = load_stack_yaml("dev")
+    data["config"]["platform:preset"] = "dev"
+    offerhub = data["config"]["platform:systems"]["offerhub"]
+    offerhub["rotate"] = {"REDIS_URL": rotate}
+    if revoke is not None:
+        offerhub["revoke"] = {"REDIS_URL": revoke}
+    (tmp / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.copy(ROOT / "Pulumi.yaml", tmp / "Pulumi.yaml")
+    return plan(name, tmp)
+
+
+@pytest.fixture(scope="module")
+def rotation_steps(tmp_path_factory) -> tuple[harness.Capture, harness.Capture]:
+    """The dev stack file with offerhub's Redis token rotated (step 1), then revoked (step 2)."""
+    tmp = tmp_path_factory.mktemp("rotation")
+    return _rotation_step(tmp, "step1", 1, None), _rotation_step(tmp, "step2", 1, 1)
+
+
+def _revisions(cap: harness.Capture) -> dict[str, str]:
+    return {
+        t.name: c["dockerLabels"]["platform.secrets-revision"]
+        for t in cap.of_type(TASK)
+        if t.name.startswith("offerhub-")
+        for c in json.loads(t.inputs["containerDefinitions"])
+        if "platform.secrets-revision" in c.get("dockerLabels", {})
+    }
+
+
+def test_redis_rotation_steps_on_the_dev_plan(plans, rotation_steps):
+    before, (step1, step2) = plans["dev"], rotation_steps
+    token = "offerhub-cache-auth"
+    # step 1: a new token, and every offerhub service that reads REDIS_URL rolls onto it
+    assert step1.one("random:index/randomPassword:RandomPassword", token).inputs["keepers"] == {"rotation": "1"}
+    assert _revisions(step1) and all(_revisions(step1)[t] != r for t, r in _revisions(before).items())
+    # step 2: the same token (same keepers), and no service rolls: nothing they read changed
+    assert step2.one("random:index/randomPassword:RandomPassword", token).inputs == step1.one("random:index/randomPassword:RandomPassword", token).inputs
+    assert _revisions(step2) == _revisions(step1)
+
+
+def test_redis_rotation_strategy_on_the_dev_plan(rotation_steps):
+    step1, step2 = rotation_steps
+    assert step1.one(REDIS, "offerhub-cache-group").inputs["authTokenUpdateStrategy"] == "ROTATE"
+    assert step2.one(REDIS, "offerhub-cache-group").inputs["authTokenUpdateStrategy"] == "SET"
+
+
+REVOKE_CASES = {
+    "a secret whose old value dies at once": ("offerhub", {"rotate": {"DATABASE_URL": 1}, "revoke": {"DATABASE_URL": 1}}, "DATABASE_URL", "only REDIS_URL"),
+    "a system without Redis": ("aurum", {"revoke": {"REDIS_URL": 1}}, "REDIS_URL", "aurum has no Redis"),
+    "ahead of the rotation": ("offerhub", {"rotate": {"REDIS_URL": 1}, "revoke": {"REDIS_URL": 2}}, "REDIS_URL", "bump rotate first"),
+    "before any rotation": ("offerhub", {"revoke": {"REDIS_URL": 1}}, "REDIS_URL", "rotate.REDIS_URL is 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REVOKE_CASES))
+def test_revoke_bad_input(project, case):
+    system, settings, name, message = REVOKE_CASES[case]
+    err = _error(project("dev", lambda c: c["platform:systems"][system].update(settings)))
+    assert [p.key for p in err.problems] == [f"platform:systems.{system}.revoke.{name}"], str(err)
+    assert message in err.problems[0].message
+
+
+def test_revoke_of_the_current_rotation_loads(project):
+    cfg = load_platform("test", project("dev", lambda c: c["platform:systems"]["offerhub"].update(rotate={"REDIS_URL": 2}, revoke={"REDIS_URL": 2})))
+    assert cfg.stack_config.systems["offerhub"].revoke == {"REDIS_URL": 2}
