@@ -15,6 +15,9 @@ public URL (:meth:`url`).
 Hardening: invalid header fields dropped, desync mitigation ``defensive``, TLS 1.3 policy, HSTS,
 deletion protection per preset. WAF: a rate limit per client IP, a stricter one on paths a service
 marks ``strict_paths`` (darwin's ``/admin``), then the AWS managed common and known-bad-inputs rules.
+On a service's ``webhooks`` paths (offerhub's Airtm and Trustless Work callbacks) the common rule set's
+body-size (over 8 KB) and missing User-Agent rules only count: third-party senders post large bodies
+and may send no User-Agent. Everywhere else those two rules block, as before.
 
 Without a domain (a first dev stack) each web service gets its own HTTP listener port (8000-8999,
 stable per service), and only those ports are open. That is plain HTTP: set a domain before real
@@ -41,6 +44,14 @@ from .storage import lock_down, tls_only
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HSTS = "max-age=31536000; includeSubDomains"
 WORLD = "0.0.0.0/0"
+# Rules of AWSManagedRulesCommonRuleSet that webhook senders trip, and the label each adds (AWS WAF
+# developer guide, "Core rule set (CRS) managed rule group"): SizeRestrictions_BODY blocks bodies over
+# 8 KB, NoUserAgent_HEADER requests without a User-Agent. Labels are case-sensitive.
+WEBHOOK_EXEMPT = {
+    "NoUserAgent_HEADER": "awswaf:managed:aws:core-rule-set:NoUserAgent_Header",
+    "SizeRestrictions_BODY": "awswaf:managed:aws:core-rule-set:SizeRestrictions_Body",
+}
+WEBHOOK_LABEL = "platform:webhook"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +70,9 @@ class AlbArgs:
     """An issued certificate for the hosts. Default: request and DNS-validate one in ``hosted_zone_id``."""
     strict_paths: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Service key -> path prefixes with the strict WAF rate limit."""
+    webhooks: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Service key -> paths third parties call back (exact). On them, on the service's host (the path alone
+    without a domain), WAF's body-size and no-User-Agent rules count instead of block. Default: none."""
     idle_timeout_seconds: int = 60
     """Seconds an idle connection stays open; long for SSE and WebSocket. Default: 60 (the ALB's)."""
     settings: EdgePreset = field(default_factory=EdgePreset)
@@ -249,7 +263,19 @@ class Alb(pulumi.ComponentResource):
                 rules.append(_rate_rule(f"strict-{key}-{_slug(path)}", priority, s.strict_rate_limit, path, host))
                 priority += 1
         rules.append(_rate_rule("rate-per-ip", 50, s.rate_limit))
-        rules.append(_managed_rule("AWSManagedRulesCommonRuleSet", 60))
+        hooks = [(args.hosts[key] if self.https else None, path) for key in sorted(args.webhooks) for path in args.webhooks[key]]
+        if hooks:
+            # "Count, then block with a label match" (AWS WAF developer guide: rule action overrides in a
+            # managed rule group; "Label match examples"): the two rules count and label every request, and
+            # the rule after the group blocks those labels unless an earlier rule labelled the request a
+            # webhook. Two rules rather than one "not a webhook" clause: and/not/or/and would nest four deep,
+            # one more than the provider accepts in a web ACL rule (terraform-provider-aws,
+            # webACLRootStatementSchemaLevel = 3).
+            rules.append(_webhook_rule(55, hooks))
+            rules.append(_managed_rule("AWSManagedRulesCommonRuleSet", 60, count=sorted(WEBHOOK_EXEMPT)))
+            rules.append(_reblock_rule(65, sorted(WEBHOOK_EXEMPT.values())))
+        else:
+            rules.append(_managed_rule("AWSManagedRulesCommonRuleSet", 60))
         rules.append(_managed_rule("AWSManagedRulesKnownBadInputsRuleSet", 70))
         acl = aws.wafv2.WebAcl(
             f"{name}-waf",
@@ -312,13 +338,48 @@ def _rate_rule(rule_name: str, priority: int, limit: int, path: str | None = Non
     )
 
 
-def _managed_rule(group: str, priority: int) -> aws.wafv2.WebAclRuleArgs:
+def _managed_rule(group: str, priority: int, count: Sequence[str] = ()) -> aws.wafv2.WebAclRuleArgs:
+    """An AWS managed rule group; the rules named in ``count`` only count (and still add their labels)."""
+    statement: dict = {"vendor_name": "AWS", "name": group}
+    if count:
+        statement["rule_action_overrides"] = [{"name": rule, "action_to_use": {"count": {}}} for rule in count]
     return aws.wafv2.WebAclRuleArgs(
         name=group,
         priority=priority,
         override_action=aws.wafv2.WebAclRuleOverrideActionArgs(none=aws.wafv2.WebAclRuleOverrideActionNoneArgs()),
-        statement={"managed_rule_group_statement": {"vendor_name": "AWS", "name": group}},
+        statement={"managed_rule_group_statement": statement},
         visibility_config=_visibility(group),
+    )
+
+
+def _webhook_rule(priority: int, hooks: Sequence[tuple[str | None, str]]) -> aws.wafv2.WebAclRuleArgs:
+    """Count and label (``platform:webhook``) requests to a webhook: exactly its path, on its host if any."""
+    matches = []
+    for host, path in hooks:
+        by_path = _byte_match({"uri_path": {}}, path, "EXACTLY")
+        by_host = _byte_match({"single_header": {"name": "host"}}, host.lower(), "EXACTLY") if host else None
+        matches.append({"and_statement": {"statements": [by_host, by_path]}} if by_host else by_path)
+    return aws.wafv2.WebAclRuleArgs(
+        name="webhooks",
+        priority=priority,
+        action=aws.wafv2.WebAclRuleActionArgs(count=aws.wafv2.WebAclRuleActionCountArgs()),
+        rule_labels=[aws.wafv2.WebAclRuleRuleLabelArgs(name=WEBHOOK_LABEL)],
+        statement=matches[0] if len(matches) == 1 else {"or_statement": {"statements": matches}},
+        visibility_config=_visibility("webhooks"),
+    )
+
+
+def _reblock_rule(priority: int, labels: Sequence[str]) -> aws.wafv2.WebAclRuleArgs:
+    """Block what the counted managed rules labelled, unless the request is a webhook."""
+    flagged = [{"label_match_statement": {"scope": "LABEL", "key": label}} for label in labels]
+    # a label added by a rule of this web ACL is matched by its bare name ("Label match examples", local label)
+    not_webhook = {"not_statement": {"statement": {"label_match_statement": {"scope": "LABEL", "key": WEBHOOK_LABEL}}}}
+    return aws.wafv2.WebAclRuleArgs(
+        name="common-rules-outside-webhooks",
+        priority=priority,
+        action=aws.wafv2.WebAclRuleActionArgs(block=aws.wafv2.WebAclRuleActionBlockArgs()),
+        statement={"and_statement": {"statements": [flagged[0] if len(flagged) == 1 else {"or_statement": {"statements": flagged}}, not_webhook]}},
+        visibility_config=_visibility("common-rules-outside-webhooks"),
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from stacks.catalog import load_catalog
+from stacks.config import load_platform
 from tests.conftest import ROOT
 from tools import plan as plan_cli
 from tools import schema
@@ -91,3 +92,18 @@ def test_pulumi_yaml_declares_only_types_pulumi_accepts():
         assert decl["type"] in {"string", "integer", "boolean", "array"}
         if decl["type"] == "array":
             assert "items" in decl
+
+
+def test_plan_counts_elastic_ips_against_the_default_quota(plans, capsys):
+    # GIVEN one Elastic IP per NAT gateway: dev and staging run one NAT, prod one per AZ (3)
+    eips = {stack: len(plans[stack].of_type("aws:ec2/eip:Eip")) for stack in STACKS}
+    assert eips == {"dev": 1, "staging": 1, "prod": 3}
+    # the plan reads the other stacks' counts from their stack files, without running them: it agrees with the captures
+    assert {stack: plan_cli.elastic_ips(load_platform(stack, ROOT)) for stack in STACKS} == eips
+    assert plan_cli.elastic_ips(load_platform("staging-eks", ROOT)) == 0  # an adopted VPC brings its own NAT
+    # WHEN the plan of prod runs, THEN it prints its own count and the three stacks' total against AWS's default of 5 per region
+    plan_cli.main(["--stack", "prod"])
+    out = capsys.readouterr().out
+    assert "elastic IPs: 3 for this stack (one per NAT gateway)" in out
+    assert "dev 1 + staging 1 + prod 3 = 5 in us-east-1, at the default quota of 5" in out
+    assert "L-0263D0A3" in out
