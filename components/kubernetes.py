@@ -48,6 +48,7 @@ from stacks.catalog import Migration, ServiceKind
 from stacks.config import DeployedService, DeployedSystem, KubernetesConfig
 from stacks.presets import ComputePreset
 
+from . import postgres
 from .secrets import SystemSecrets
 from .service import DEFAULT_USER, revision_hash, task_counts, volume_name
 
@@ -277,7 +278,8 @@ class SystemWorkloads(pulumi.ComponentResource):
         a = self._args
         spec = svc.spec
         env: list[k8s.core.v1.EnvVarArgs] = []
-        plain = {**svc.env, **a.extra_env.get(svc.name, {})}
+        db_client = postgres.client_env() if "DATABASE_URL" in spec.secrets else {}
+        plain = {**db_client, **svc.env, **a.extra_env.get(svc.name, {})}
         if any("$(HOST_IP)" in str(v) for v in plain.values()):
             # first, so later values can refer to it: the node agent collector listens on the node's IP
             env.append(

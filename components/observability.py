@@ -6,14 +6,16 @@ the email AWS sends).
 
 Children of :class:`SystemMonitoring`: ``aws:cloudwatch/metricAlarm:MetricAlarm`` per signal below,
 and ``aws:cloudwatch/dashboard:Dashboard`` ``<env>-<system>``. Every alarm notifies the topic when it
-fires and when it recovers.
+fires and when it recovers. :class:`LoadBalancerMonitoring` adds the load balancer's own 5xx rate (the
+ELB's 502/503/504 are published per load balancer only, not per service).
 
 =================  ===========================================================================
 web service        no healthy targets; a target failing its health check 3 minutes running;
                    5xx above ``error_rate_percent`` of requests; p95 above ``latency_p95_seconds``
                    (offerhub's alert table, applied to every web service)
 database           CPU; free storage under ``db_free_storage_percent`` of allocated; connections
-                   above ``db_connections_percent`` of the class's ``max_connections``
+                   above ``db_connections_percent`` of the ``max_connections`` the parameter group
+                   sets for the class (one table: ``stacks.presets.postgres_max_connections``)
 cache (per node)   engine CPU; memory above ``cache_memory_percent``, or the lower
                    ``cache_memory_noeviction_percent`` for ``noeviction`` caches, whose writes fail
                    when full (they never evict, so an evictions alarm would stay silent)
@@ -34,7 +36,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.presets import ObservabilityPreset
+from stacks.presets import ObservabilityPreset, postgres_max_connections
 
 GIB = 1024**3
 
@@ -203,50 +205,105 @@ class SystemMonitoring(pulumi.ComponentResource):
         )
 
     def _error_rate(self, web: WebTarget, dims: dict, percent: float, minutes: int) -> None:
-        def metric(id_: str, name: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
-            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                id=id_,
-                return_data=False,
-                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
-                    namespace="AWS/ApplicationELB", metric_name=name, dimensions=dims, period=60, stat="Sum"
-                ),
-            )
-
-        key = f"{web.key}-5xx-rate"
-        aws.cloudwatch.MetricAlarm(
-            key,
-            alarm_description=f"{web.key}: 5xx above {percent} % of requests",
-            comparison_operator="GreaterThanThreshold",
-            threshold=percent,
-            evaluation_periods=minutes,
-            datapoints_to_alarm=minutes,
-            treat_missing_data="notBreaching",
-            metric_queries=[
-                metric("errors", "HTTPCode_Target_5XX_Count"),
-                metric("requests", "RequestCount"),
-                aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                    id="rate", label="5xx %", return_data=True, expression="IF(FILL(requests, 0) > 0, 100 * FILL(errors, 0) / requests, 0)"
-                ),
-            ],
-            alarm_actions=[self._args.topic_arn],
-            ok_actions=[self._args.topic_arn],
-            opts=pulumi.ResourceOptions(parent=self),
+        # What is attributable to this service (AWS, "CloudWatch metrics for your Application Load Balancer",
+        # the dimensions of each metric): HTTPCode_Target_5XX_Count and TargetConnectionErrorCount are
+        # published per target group. HTTPCode_ELB_5XX_Count and HTTPCode_ELB_500/502/503/504_Count, the
+        # errors the load balancer answers itself, are published per load balancer (and AZ) only, so no
+        # target group is charged with them; LoadBalancerMonitoring alarms on them for the whole ALB.
+        # A failed connection to a target is an ELB 502 (RST on connect) or 504 (connect timeout) to the
+        # client ("Troubleshoot your Application Load Balancers", HTTP 502/504): that share of the ELB's 5xx is
+        # attributable and counted here. Not attributable: 503 while the target group has no registered
+        # target (the no-healthy-targets alarm covers it), 502 when a task dies mid-request or answers
+        # garbage, 504 past the idle timeout.
+        # Each count is reported only when non-zero, so each is filled with 0; with no request in a minute
+        # the rate is 0, and with no data at all the alarm stays OK (notBreaching), not INSUFFICIENT_DATA.
+        _rate_alarm(
+            f"{web.key}-5xx-rate",
+            self,
+            f"{web.key}: 5xx (its targets' own, plus connections to them the load balancer answered 502/504) above {percent} % of requests",
+            {"errors": "HTTPCode_Target_5XX_Count", "connection_errors": "TargetConnectionErrorCount", "requests": "RequestCount"},
+            dims,
+            "IF(FILL(requests, 0) > 0, 100 * (FILL(errors, 0) + FILL(connection_errors, 0)) / requests, 0)",
+            percent,
+            minutes,
+            self._args.topic_arn,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadBalancerMonitoringArgs:
+    load_balancer: pulumi.Input[str]
+    """Load balancer ARN suffix (``app/...``)."""
+    topic_arn: pulumi.Input[str]
+    settings: ObservabilityPreset
+
+
+class LoadBalancerMonitoring(pulumi.ComponentResource):
+    """The 5xx rate of the whole load balancer, the ELB's own 5xx included.
+
+    Child: one ``aws:cloudwatch/metricAlarm:MetricAlarm`` ``<name>-5xx-rate``. The 502/503/504 the load
+    balancer generates itself (tasks gone, a target group empty, a target resetting or timing out) are
+    published per load balancer only, so this is the one alarm that sees all of them; the per-service
+    ``<service>-5xx-rate`` alarms say which service it is when the targets answer.
+    """
+
+    def __init__(self, name: str, args: LoadBalancerMonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("platform:observability:LoadBalancerMonitoring", name, None, opts)
+        s = args.settings
+        # RequestCount counts only the requests for which the load balancer chose a target; a 503 for an
+        # empty target group is not in it, so the ELB's 5xx join the denominator (a 502/504 to a chosen
+        # target is then counted twice there: the rate reads at most half too low, an outage still crosses it).
+        _rate_alarm(
+            f"{name}-5xx-rate",
+            self,
+            f"load balancer: 5xx (the load balancer's own and its targets') above {s.error_rate_percent} % of requests",
+            {"elb_errors": "HTTPCode_ELB_5XX_Count", "target_errors": "HTTPCode_Target_5XX_Count", "requests": "RequestCount"},
+            {"LoadBalancer": args.load_balancer},
+            "IF(FILL(requests, 0) + FILL(elb_errors, 0) > 0, "
+            "100 * (FILL(elb_errors, 0) + FILL(target_errors, 0)) / (FILL(requests, 0) + FILL(elb_errors, 0)), 0)",
+            s.error_rate_percent,
+            s.evaluation_minutes,
+            args.topic_arn,
+        )
+        self.register_outputs({})
+
+
+def _rate_alarm(key: str, parent: pulumi.Resource, description: str, metrics: dict[str, str], dims: dict, expression: str, percent: float,
+                minutes: int, topic_arn: pulumi.Input[str]) -> aws.cloudwatch.MetricAlarm:  # fmt: skip
+    """A metric-math alarm on ``expression`` (a percentage) over per-minute sums of ``metrics`` (id -> name)."""
+    queries = [
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id=id_,
+            return_data=False,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(namespace="AWS/ApplicationELB", metric_name=name, dimensions=dims, period=60, stat="Sum"),
+        )
+        for id_, name in metrics.items()
+    ]
+    return aws.cloudwatch.MetricAlarm(
+        key,
+        alarm_description=description,
+        comparison_operator="GreaterThanThreshold",
+        threshold=percent,
+        evaluation_periods=minutes,
+        datapoints_to_alarm=minutes,
+        treat_missing_data="notBreaching",
+        metric_queries=[*queries, aws.cloudwatch.MetricAlarmMetricQueryArgs(id="rate", label="5xx %", return_data=True, expression=expression)],
+        alarm_actions=[topic_arn],
+        ok_actions=[topic_arn],
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 # ---------------------------------------------------------------- pure functions
 
 
-# Memory (GiB) by instance size; r-families have twice the m-families' memory, burstables as listed.
-_BURSTABLE = {"micro": 1, "small": 2, "medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}
-_GENERAL = {"large": 8, "xlarge": 16, "2xlarge": 32, "4xlarge": 64, "8xlarge": 128, "12xlarge": 192, "16xlarge": 256, "24xlarge": 384}
-
-
 def max_connections(instance_class: str) -> int:
-    """RDS Postgres's default ``max_connections``: LEAST(DBInstanceClassMemory / 9531392, 5000)."""
-    _, family, size = instance_class.split(".")
-    gib = _BURSTABLE[size] if family.startswith("t") else _GENERAL[size] * (2 if family.startswith("r") else 1)
-    return min(gib * GIB // 9_531_392, 5000)
+    """The ``max_connections`` the Postgres parameter group sets for the class: the alarm's 100 %.
+
+    Not RDS's default (which comes from DBInstanceClassMemory, less than the nominal memory): the
+    component sets the value explicitly from the same table (:func:`stacks.presets.postgres_max_connections`).
+    """
+    return postgres_max_connections(instance_class)
 
 
 def dashboard(args: SystemMonitoringArgs, web: list[list[str]], services: list[list[str]], cluster: str) -> dict[str, Any]:
@@ -259,7 +316,19 @@ def dashboard(args: SystemMonitoringArgs, web: list[list[str]], services: list[l
     widgets = []
     for key, tg, lb in web:
         dims = ["TargetGroup", tg, "LoadBalancer", lb]
-        widgets.append(widget(f"{key} requests and 5xx", [["AWS/ApplicationELB", "RequestCount", *dims], [".", "HTTPCode_Target_5XX_Count", *dims]], "Sum"))
+        widgets.append(
+            widget(
+                f"{key} requests and 5xx",
+                [
+                    ["AWS/ApplicationELB", "RequestCount", *dims],
+                    [".", "HTTPCode_Target_5XX_Count", *dims],
+                    [".", "TargetConnectionErrorCount", *dims, {"label": "connections failed (ELB 502/504)"}],
+                    # published per load balancer only: every service's 502/503/504 from the ELB itself
+                    [".", "HTTPCode_ELB_5XX_Count", "LoadBalancer", lb, {"label": "ELB 5xx, whole load balancer"}],
+                ],
+                "Sum",
+            )
+        )
         widgets.append(widget(f"{key} p95 response time", [["AWS/ApplicationELB", "TargetResponseTime", *dims]], "p95"))
     if services:
         cpu = [["AWS/ECS", "CPUUtilization", "ClusterName", cluster, "ServiceName", name, {"label": key}] for key, name in services]

@@ -1,7 +1,7 @@
 """The OTEL collector that runs next to each app: its image, its configuration and its IAM needs.
 
 The sidecar is the AWS Distro for OpenTelemetry collector, pinned by version. It receives OTLP on
-``localhost:4317`` (gRPC) and ``localhost:4318`` (HTTP) and, where the catalog declares a Prometheus
+``127.0.0.1:4317`` (gRPC) and ``127.0.0.1:4318`` (HTTP) and, where the catalog declares a Prometheus
 endpoint, scrapes it every 30 s. By default traces go to X-Ray and metrics to CloudWatch as EMF (into
 the service's own metrics log group, namespace ``Platform/<system>``); with an external OTLP endpoint
 both go there instead, authenticated with a header whose value comes from Secrets Manager.

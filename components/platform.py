@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.catalog import ServiceKind
-from stacks.config import PROJECT, DeployedSystem, PlatformConfig, load_platform
+from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, load_platform
 from stacks.errors import ConfigError
 
 from .alb import Alb, AlbArgs
@@ -24,17 +24,25 @@ from .cluster import Cluster, ClusterArgs
 from .kms import EnvironmentKey, EnvironmentKeyArgs
 from .kubernetes import SystemWorkloads, WorkloadsArgs, provider
 from .network import Network, NetworkArgs
-from .observability import AlarmTopic, AlarmTopicArgs, Cache, Database, EcsService, SystemMonitoring, SystemMonitoringArgs, TelemetryCredential, WebTarget
+from .observability import (
+    AlarmTopic,
+    AlarmTopicArgs,
+    Cache,
+    Database,
+    EcsService,
+    LoadBalancerMonitoring,
+    LoadBalancerMonitoringArgs,
+    SystemMonitoring,
+    SystemMonitoringArgs,
+    TelemetryCredential,
+    WebTarget,
+)
 from .postgres import DrCopy, Postgres, PostgresArgs
 from .redis import Redis, RedisArgs
 from .redis_export import RedisExport, RedisExportArgs
 from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
 from .service import Connection, Service, ServiceArgs, Telemetry
-
-# ALB idle timeout when a service holds connections open (offerhub's SSE, aurum's WebSocket). Clients
-# and servers send heartbeats well inside it; 3600 s is what the ALB allows up to 4000.
-LONG_IDLE_TIMEOUT_SECONDS = 3600
 
 
 @dataclass
@@ -125,7 +133,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     kube = cfg.stack_config.kubernetes if cfg.stack_config.compute == "kubernetes" else None
     cluster = None if kube else Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot))
     web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
-    idle_timeout = LONG_IDLE_TIMEOUT_SECONDS if any(svc.spec.long_lived_connections for svc in web) else 60
+    idle_timeout = cfg.idle_timeout_seconds
     alb = None
     if web and not kube:
         alb = Alb(
@@ -139,11 +147,15 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 hosted_zone_id=cfg.stack_config.hosted_zone_id,
                 certificate_arn=cfg.stack_config.certificate_arn,
                 strict_paths={svc.key: svc.spec.strict_paths for svc in web if svc.spec.strict_paths},
+                webhooks={svc.key: svc.spec.webhooks for svc in web if svc.spec.webhooks},
                 idle_timeout_seconds=idle_timeout,
                 settings=preset.edge,
             ),
         )
     topic = AlarmTopic("alarms", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails))
+    if alb is not None:
+        # the load balancer's own 502/503/504 are published per load balancer only
+        LoadBalancerMonitoring("alb-monitoring", LoadBalancerMonitoringArgs(load_balancer=alb.arn_suffix, topic_arn=topic.arn, settings=preset.observability))
     obs = cfg.stack_config.observability
     telemetry = Telemetry()
     if obs.otlp_endpoint:
@@ -193,6 +205,10 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         )
         pulumi.export("redis_dr_bucket", export.dr_bucket)
     services = {s.deployed.key: s for d in platform.systems.values() for s in d.services.values()}
+    held = {svc.key: hold_instructions(svc, cfg.env, cfg.stack) for svc in cfg.services() if svc.held}
+    for key_, lines in held.items():
+        pulumi.log.warn(f"{key_} runs no task until: " + "; ".join(lines))
+    pulumi.export("held_services", {k: [*svc.missing_secrets, *svc.waits_for_held] for svc in cfg.services() if (k := svc.key) in held})
     pulumi.export("environment", cfg.env)
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("private_subnet_ids", network.private_subnet_ids)
@@ -265,6 +281,7 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 repository_arns=[] if svc.image.repository else shared.registry.arns([repository]),
                 secret_arns=data.secrets.arns_for(svc.name),
                 secrets_revision=data.secrets.versions_for(svc.name),
+                secret_versions=data.secrets.version_resources_for(svc.name),
                 extra_env=extra_env,
                 compute=cfg.preset.compute,
                 log_retention_days=cfg.preset.logs.retention_days,
@@ -364,6 +381,7 @@ def _data_tier(
                 settings=cfg.preset.postgres,
                 max_storage_gb=max(cfg.preset.postgres.max_allocated_storage_gb, system.postgres.storage_gb or 0),
                 rotation=deployed.rotate.get("DATABASE_URL", 0),
+                log_retention_days=cfg.preset.logs.retention_days,
                 dr=dr,
             ),
         )
@@ -379,6 +397,7 @@ def _data_tier(
                 settings=cfg.preset.redis,
                 maxmemory_policy=system.redis.maxmemory_policy,
                 rotation=deployed.rotate.get("REDIS_URL", 0),
+                revoked=cfg.stack_config.systems[system.name].revoke.get("REDIS_URL", 0),
             ),
         )
         derived["REDIS_URL"] = redis.redis_url

@@ -30,7 +30,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from stacks.catalog import SecretSource, System
-from stacks.config import secret_config_path
+from stacks.config import secret_config_path, secrets_manager_name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +61,7 @@ class SystemSecrets(pulumi.ComponentResource):
         self._args = args
         self._arns: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         self._values: dict[tuple[str, str | None], pulumi.Output[str]] = {}
+        self._version_resources: dict[tuple[str, str | None], aws.secretsmanager.SecretVersion] = {}
         self.versions: dict[tuple[str, str | None], pulumi.Output[str]] = {}
         """(NAME, service or None) -> version id of a generated or external value we wrote; changes with the
         value. Derived values are not tracked here: their version waits for the data store, and a service
@@ -110,12 +111,12 @@ class SystemSecrets(pulumi.ComponentResource):
         if value is not None:
             self._values[(secret_name, service)] = pulumi.Output.secret(value)
             version = aws.secretsmanager.SecretVersion(key, secret_id=secret.arn, secret_string=pulumi.Output.secret(value), opts=self._child)
+            self._version_resources[(secret_name, service)] = version
             if track:
                 self.versions[(secret_name, service)] = version.version_id
 
     def _secret_name(self, secret_name: str, service: str | None) -> str:
-        """``<env>/<system>/[<service>/]<NAME>`` in Secrets Manager."""
-        return "/".join(p for p in (self._args.env, self._args.system.name, service, secret_name) if p)
+        return secrets_manager_name(self._args.env, self._args.system.name, secret_name, service)
 
     def _owner(self, secret_name: str, service: str) -> str | None:
         """The service the secret is stored for: ``service`` for a per-service secret, else None (the system's)."""
@@ -133,6 +134,12 @@ class SystemSecrets(pulumi.ComponentResource):
         """Env var name -> value (a secret Output), for the secrets of ``service`` whose value Pulumi knows."""
         keys = {n: (n, self._owner(n, service)) for n in self._args.system.services[service].secrets}
         return {n: self._values[key] for n, key in keys.items() if key in self._values}
+
+    def version_resources_for(self, service: str) -> list[aws.secretsmanager.SecretVersion]:
+        """The values we write that ``service`` reads: its ECS service waits for them, so a task never
+        starts before the secret it reads has the value it expects."""
+        keys = [(n, self._owner(n, service)) for n in self._args.system.services[service].secrets]
+        return [self._version_resources[k] for k in keys if k in self._version_resources]
 
     def versions_for(self, service: str) -> list[pulumi.Output[str]]:
         """What must roll ``service`` when it changes: version ids of the generated and external values it

@@ -48,7 +48,7 @@ from stacks.catalog import Migration, ServiceKind
 from stacks.config import DeployedService
 from stacks.presets import ComputePreset
 
-from . import otel
+from . import otel, postgres
 from .alb import Alb
 from .cluster import capacity_provider
 
@@ -109,6 +109,8 @@ class ServiceArgs:
     """Run this before the app container starts (only on the migration's own service)."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources the ECS service waits for: its data stores and the services it starts after."""
+    secret_versions: Sequence[pulumi.Resource] = ()
+    """The secret values it reads that Pulumi writes: the ECS service waits for them."""
     telemetry: Telemetry = field(default_factory=Telemetry)
 
 
@@ -153,6 +155,10 @@ class Service(pulumi.ComponentResource):
                 kms_key_id=args.kms_key_arn,
                 opts=child,
             )
+        # Everything a new task needs in place before it starts: IAM policies, network rules, secret
+        # values. An update that adds a secret or a store changes these and the service together; without
+        # the dependency ECS can start tasks before IAM or the rule exists, and they fail and roll back.
+        self._ready: list[pulumi.Resource] = []
         execution_role, task_role = self._roles(name, args, log_group, metrics_group)
 
         sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description=f"{d.key} tasks", opts=child)
@@ -165,15 +171,19 @@ class Service(pulumi.ComponentResource):
             opts=child,
         )
         for conn in args.connections:
-            _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-to-{conn.role}", conn.security_group_id, sg.id, conn.port, f"from {d.key}", child)
+            self._ready.append(
+                _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-to-{conn.role}", conn.security_group_id, sg.id, conn.port, f"from {d.key}", child)
+            )
 
         target_group = rule = None
         self.url = self.target_group_arn_suffix = None
         if web:
             assert args.alb is not None and spec.port is not None and spec.health is not None
             alb = args.alb
-            _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-from-alb", sg.id, alb.security_group_id, spec.port, "from the load balancer", child)
-            _tcp_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-alb-out", alb.security_group_id, sg.id, spec.port, f"to {d.key}", child)
+            self._ready += [
+                _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-from-alb", sg.id, alb.security_group_id, spec.port, "from the load balancer", child),
+                _tcp_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-alb-out", alb.security_group_id, sg.id, spec.port, f"to {d.key}", child),
+            ]
             h = spec.health
             target_group = aws.lb.TargetGroup(
                 f"{name}-tg",
@@ -222,7 +232,7 @@ class Service(pulumi.ComponentResource):
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX", cpu_architecture=c.architecture),
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume) for volume in _volumes(spec.writable_paths)],
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume_name(p)) for p, w in spec.writable_paths.items() if w.source == "image"] or None,
             container_definitions=self._containers(args, log_group.name, metrics_group.name if metrics_group else None),
             opts=child,
         )
@@ -255,7 +265,7 @@ class Service(pulumi.ComponentResource):
             wait_for_steady_state=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[*([rule] if rule else []), *args.depends_on],
+                depends_on=[*([rule] if rule else []), *self._ready, *args.secret_versions, *args.depends_on],
                 # the autoscaler owns the running count; pulumi sets only the first one
                 ignore_changes=["desiredCount"] if autoscaled else None,
                 custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="20m"),
@@ -287,13 +297,13 @@ class Service(pulumi.ComponentResource):
             pulumi.Output.all(*args.repository_arns),
             pulumi.Output.all(*readable),
         ).apply(lambda v: json.dumps(execution_policy(v[0], v[1], v[2], v[3], args.region)))
-        aws.iam.RolePolicy(f"{name}-execution-policy", role=execution.id, policy=policy, opts=child)
+        self._ready.append(aws.iam.RolePolicy(f"{name}-execution-policy", role=execution.id, policy=policy, opts=child))
         task = aws.iam.Role(f"{name}-task-role", description=f"{d.key} application identity", assume_role_policy=trust, opts=child)
         if args.compute.exec_enabled:
-            aws.iam.RolePolicy(f"{name}-task-exec", role=task.id, policy=json.dumps(ECS_EXEC_POLICY), opts=child)
+            self._ready.append(aws.iam.RolePolicy(f"{name}-task-exec", role=task.id, policy=json.dumps(ECS_EXEC_POLICY), opts=child))
         if metrics_group is not None:
             collector = metrics_group.arn.apply(lambda arn: json.dumps(otel.task_role_policy(arn)))
-            aws.iam.RolePolicy(f"{name}-task-otel", role=task.id, policy=collector, opts=child)
+            self._ready.append(aws.iam.RolePolicy(f"{name}-task-otel", role=task.id, policy=collector, opts=child))
         return execution, task
 
     def _containers(self, args: ServiceArgs, log_group_name: pulumi.Output[str], metrics_group_name: pulumi.Output[str] | None) -> pulumi.Output[str]:
@@ -378,9 +388,11 @@ class Service(pulumi.ComponentResource):
             )
 
 
-def _tcp_rule(kind: type, name: str, group: pulumi.Input[str], peer: pulumi.Input[str], port: int, description: str, opts: pulumi.ResourceOptions) -> None:
+def _tcp_rule(
+    kind: type, name: str, group: pulumi.Input[str], peer: pulumi.Input[str], port: int, description: str, opts: pulumi.ResourceOptions
+) -> pulumi.Resource:
     """One TCP port between two security groups: ``kind`` is the ingress or egress rule resource of ``group``."""
-    kind(
+    return kind(
         name,
         security_group_id=group,
         referenced_security_group_id=peer,
@@ -404,8 +416,16 @@ def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
     """(running tasks, autoscaling ceiling). Equal when the service does not autoscale.
 
     The app's own floor (darwin: three instances) wins over the preset's; a singleton is always 1.
+    A held service (an external secret without a value, or waiting for a held service) runs none and
+    is not autoscaled: ECS cannot start a task whose secret has no value, and a task that cannot start
+    trips the circuit breaker. Once it is released, its scalable target is registered with the real
+    minimum, and Application Auto Scaling raises the running count to it ("anytime ...
+    RegisterScalableTarget is called ... if [capacity] falls outside of the minimum-maximum range, then
+    the capacity is updated", Application Auto Scaling user guide, "concepts").
     """
     spec = d.spec
+    if d.held:
+        return 0, 0
     if spec.kind is ServiceKind.singleton:
         return 1, 1
     web = spec.kind is ServiceKind.web
@@ -414,10 +434,6 @@ def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
         return minimum, minimum
     ceiling = spec.scaling.max_tasks or (c.web_max_tasks if web else c.worker_max_tasks)
     return minimum, max(minimum, ceiling)
-
-
-def _volumes(paths: Sequence[str]) -> list[str]:
-    return [volume_name(p) for p in paths]
 
 
 def volume_name(path: str) -> str:
@@ -452,13 +468,18 @@ def container_definitions(
             },
         }
 
+    writable = spec.writable_paths
+    if "DATABASE_URL" in secrets:
+        env = {**postgres.client_env(), **env}  # the app and its migration verify TLS against the RDS CAs
     common = {
         "image": image,
         "user": spec.user or DEFAULT_USER,
         "readonlyRootFilesystem": not writable_root,
         "privileged": False,
-        "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-        "mountPoints": [{"sourceVolume": volume_name(p), "containerPath": p, "readOnly": False} for p in spec.writable_paths],
+        "linuxParameters": linux_parameters(
+            [{"containerPath": p, "size": w.size_mib, "mountOptions": list(TMPFS_OPTIONS)} for p, w in writable.items() if w.source == "tmpfs"]
+        ),
+        "mountPoints": [{"sourceVolume": volume_name(p), "containerPath": p, "readOnly": False} for p, w in writable.items() if w.source == "image"],
         "environment": [{"name": k, "value": env[k]} for k in sorted(env)],
     }
     app: dict[str, Any] = {
@@ -473,7 +494,8 @@ def container_definitions(
     if spec.command:
         app["command"] = list(spec.command)
     if spec.port:
-        app["portMappings"] = [{"containerPort": spec.port, "protocol": "tcp", "name": "http"}]
+        # awsvpc: ECS stores hostPort = containerPort (and the provider compares it so, container_definitions.go)
+        app["portMappings"] = [{"containerPort": spec.port, "hostPort": spec.port, "protocol": "tcp", "name": "http"}]
     sidecars: list[dict[str, Any]] = []
     if collector is not None:
         sidecar: dict[str, Any] = {
@@ -483,7 +505,7 @@ def container_definitions(
             "user": otel.USER,
             "readonlyRootFilesystem": True,
             "privileged": False,
-            "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+            "linuxParameters": linux_parameters([]),
             "command": ["--config=env:AOT_CONFIG_CONTENT"],
             "environment": [{"name": "AOT_CONFIG_CONTENT", "value": collector["config"]}],
             "logConfiguration": log(otel.CONTAINER),
@@ -504,6 +526,25 @@ def container_definitions(
     }
     app["dependsOn"] = [*app.get("dependsOn", []), {"containerName": "migrate", "condition": "SUCCESS"}]
     return [*sidecars, migrate, app]
+
+
+# tmpfs mounts: no device files, no setuid binaries. Mode stays the tmpfs default 1777, so any uid writes.
+TMPFS_OPTIONS = ("nodev", "nosuid")
+
+
+def linux_parameters(tmpfs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``linuxParameters`` in the form ECS stores and returns it, so a second ``up`` finds no difference.
+
+    ECS returns ``capabilities`` as ``{"add": [], "drop": [...]}`` even when ``add`` was not sent, and the
+    provider's equivalence check (terraform-provider-aws ``internal/service/ecs/container_definitions.go``,
+    ``containerDefinitionsAreEquivalent``) normalises only top-level lists: without ``add: []`` every
+    ``up`` registers a new revision of every task definition and rolls every service.
+    Fargate supports ``tmpfs`` since January 2026 (aws/containers-roadmap#736); its ``size`` is MiB.
+    """
+    params: dict[str, Any] = {"initProcessEnabled": True, "capabilities": {"add": [], "drop": ["ALL"]}}
+    if tmpfs:
+        params["tmpfs"] = tmpfs
+    return params
 
 
 def _ecs_tasks_trust(account: str) -> dict:

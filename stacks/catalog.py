@@ -207,6 +207,19 @@ class KubernetesSpec(Strict):
         return {"requests": requests.model_dump(), "limits": limits.model_dump()}
 
 
+class WritablePath(Strict):
+    """A path the app or its migration writes, on a root filesystem that is otherwise read-only."""
+
+    source: Literal["tmpfs", "image"] = "tmpfs"
+    """``tmpfs``: an in-memory mount, writable by any user (mode 1777), emptied when the task stops; its
+    pages count against the task's memory. ``image``: a task volume at a path the image declares with
+    ``VOLUME`` after a ``chown`` to the user it runs as; Fargate copies the image's content and owner
+    into it, so it lives on the task's ephemeral storage instead of memory. Any other path on a Fargate
+    volume is owned by root with mode 0755, which uid 1000 cannot write. Default: tmpfs."""
+    size_mib: int = Field(default=64, ge=1, le=4096)
+    """tmpfs only: the mount's size limit in MiB. Default: 64."""
+
+
 class Migration(Strict):
     """A one-off command run with the new image before the new version serves traffic."""
 
@@ -243,8 +256,10 @@ class Service(Strict):
     scaling: Scaling = Scaling()
     user: str | None = Field(default=None, pattern=r"^[0-9]+(:[0-9]+)?$")
     """Numeric uid[:gid] to run as. Default: 1000:1000 (node images' ``node`` user); never root."""
-    writable_paths: list[str] = ["/tmp"]
-    """Paths given a scratch volume; the rest of the root filesystem is read-only. Default: ``/tmp``."""
+    writable_paths: dict[str, WritablePath] = {"/tmp": WritablePath()}
+    """Every path the app or its migration writes, each a tmpfs or a volume the image provides; the rest
+    of the root filesystem is read-only. ``/tmp`` is required: the platform points ``HOME``, ``TMPDIR``,
+    the XDG directories and npm's cache there. Default: ``/tmp`` as a 64 MiB tmpfs."""
     long_lived_connections: bool = False
     """WebSocket or SSE: needs a long ALB idle timeout. Default: false."""
     sticky: bool = False
@@ -252,7 +267,7 @@ class Service(Strict):
     hostname: str | None = None
     """Host label under the domain. Default: ``<service>.<system>``."""
     otel_sidecar: bool = True
-    """Run the ADOT collector next to the app (OTLP on localhost:4317/4318). Default: true."""
+    """Run the ADOT collector next to the app (OTLP on 127.0.0.1:4317/4318). Default: true."""
     public_url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     """web only: env var that receives this service's public URL (offerhub's PUBLIC_BASE_URL). Default: none."""
     webhooks: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]*$")]] = []
@@ -286,7 +301,23 @@ class Service(Strict):
         problem = fargate_pair_problem(self.cpu, self.memory)
         if problem:
             raise ValueError(problem)
+        for path in self.writable_paths:
+            if not re.fullmatch(r"(/[A-Za-z0-9._@-]+)+", path) or "/../" in f"{path}/" or "/./" in f"{path}/":
+                raise ValueError(f"writable path '{path}' must be absolute and normalised (e.g. /tmp, /app/.next/cache)")
+        if "/tmp" not in self.writable_paths:
+            raise ValueError("writable_paths needs '/tmp': the platform points HOME, TMPDIR, the XDG directories and npm's cache there")
+        tmpfs = sum(w.size_mib for w in self.writable_paths.values() if w.source == "tmpfs")
+        if tmpfs * 2 > self.memory:
+            raise ValueError(
+                f"the tmpfs mounts take up to {tmpfs} MiB of the task's {self.memory} MiB (tmpfs pages are task memory); "
+                "keep them under half of 'memory', raise 'memory', or let the image provide the path (source: image)"
+            )
         return self
+
+    @property
+    def tmpfs_mib(self) -> int:
+        """Task memory the tmpfs mounts may take when full."""
+        return sum(w.size_mib for w in self.writable_paths.values() if w.source == "tmpfs")
 
 
 class PostgresNeeds(Strict):

@@ -136,9 +136,18 @@ class SystemDeployment(Strict):
     """Non-secret env overrides for every service of the system (e.g. aurum's contract addresses)."""
     hostnames: dict[Name, str] = {}
     """Host per web service, overriding ``<service>.<system>``; a full name or a label under the domain."""
+    set_out_of_band: list[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*(\.[a-z][a-z0-9-]*)?$")]] = []
+    """External secrets whose value an operator put into Secrets Manager directly (console, CLI), one
+    per line: ``NAME``, or ``NAME.<service>`` for a per-service one. The program never reads them; it
+    only knows they are set, so the services that read them may start. Default: none."""
     rotate: dict[str, Annotated[int, Field(ge=0)]] = {}
     """Rotation key per generated or derived secret (DATABASE_URL rotates the database password,
-    REDIS_URL the AUTH token). Bump a number and ``pulumi up``: new value, services roll."""
+    REDIS_URL the AUTH token). Bump a number and ``pulumi up``: new value, services roll. For REDIS_URL
+    that is step 1 of 2: the old token stays valid until ``revoke``."""
+    revoke: dict[str, Annotated[int, Field(ge=1)]] = {}
+    """Step 2 of a Redis AUTH token rotation, in a later ``pulumi up`` than step 1: ``REDIS_URL: N`` (the
+    number ``rotate`` has) once every service runs on rotation N's token; the older tokens stop working.
+    Only REDIS_URL has two valid values during a rotation. Default: none (old tokens stay valid)."""
 
 
 class RegistryConfig(Strict):
@@ -267,10 +276,20 @@ class DeployedService:
     """Fully qualified host (with a domain) or the host label (without); None for non-web services."""
     env: dict[str, str]
     """Plain environment for this environment: system env, then service env, then stack overrides."""
+    missing_secrets: tuple[str, ...] = ()
+    """Config paths of the external secrets it reads that have no value yet (not in the stack file,
+    not declared ``set_out_of_band``). ECS cannot start a task whose secret has no value."""
+    waits_for_held: tuple[str, ...] = ()
+    """Services it starts after (or whose migration it needs) that are held themselves."""
 
     @property
     def key(self) -> str:
         return f"{self.system}-{self.name}"
+
+    @property
+    def held(self) -> bool:
+        """Held at zero tasks until its secrets have values and what it waits for runs."""
+        return bool(self.missing_secrets or self.waits_for_held)
 
 
 @dataclass(frozen=True)
@@ -304,6 +323,11 @@ class PlatformConfig:
     @property
     def domain(self) -> str | None:
         return self.stack_config.domain
+
+    @property
+    def idle_timeout_seconds(self) -> int:
+        """The load balancer's idle timeout; every web service keeps connections open longer."""
+        return edge.idle_timeout_seconds(any(svc.spec.long_lived_connections for svc in self.services() if svc.spec.kind is ServiceKind.web))
 
     @property
     def network(self) -> NetworkConfig:
@@ -568,6 +592,10 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
 
     deployed: dict[str, DeployedSystem] = {}
     hosts: dict[str, str] = {}
+    long_lived = any(
+        svc.kind is ServiceKind.web and svc.long_lived_connections for name in sc.systems if name in catalog for svc in catalog[name].services.values()
+    )
+    keep_alive = edge.keep_alive_ms(edge.idle_timeout_seconds(long_lived))
     for sname, dep in sc.systems.items():
         system = catalog.get(sname)
         if system is None:
@@ -629,7 +657,32 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                 problems.append(
                     Problem(file, f"{key}.{sname}.rotate.{secret_name}", f"only generated and derived secrets rotate here; {sname}'s: {', '.join(rotatable)}")
                 )
+        for name, revoked in dep.revoke.items():
+            rkey = f"{key}.{sname}.revoke.{name}"
+            spec = system.secrets.get(name)
+            if name != "REDIS_URL" or spec is None or spec.derived_from != "redis":
+                problems.append(
+                    Problem(
+                        file,
+                        rkey,
+                        "only REDIS_URL (a system's Redis AUTH token) keeps its old value valid during a rotation, so only it is revoked "
+                        "in a second step; every other rotation replaces the value at once" + ("" if system.redis else f" ({sname} has no Redis)"),
+                    )
+                )
+            elif revoked > (rotation := dep.rotate.get(name, 0)):
+                problems.append(
+                    Problem(
+                        file,
+                        rkey,
+                        f"revokes rotation {revoked}, but rotate.{name} is {rotation}: bump rotate first and `pulumi up` (both tokens "
+                        "valid, services roll), then set revoke to the same number in a later `pulumi up`",
+                    )
+                )
         external = _external_secrets(system, secrets_tree.get(sname, {}), file, problems)
+        have = {p for paths in external.values() for p in paths}
+        have |= _out_of_band(system, dep.set_out_of_band, have, file, f"{key}.{sname}.set_out_of_band", problems)
+        missing = {svc_name: tuple(path for path in _external_paths(system, svc_name) if path not in have) for svc_name in system.services}
+        held = _held(system, missing)
         services: dict[str, DeployedService] = {}
         for svc_name, svc in system.services.items():
             hostname = None
@@ -649,19 +702,43 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
             image_name = system.image_of(svc_name)
             if image_name in images:
                 platform_env = _platform_env(f"{sname}-{svc_name}", env, preset, images[image_name], svc.otel_sidecar and sc.compute == "ecs")
+                if svc.kind is ServiceKind.web:
+                    platform_env["KEEP_ALIVE_TIMEOUT"] = str(keep_alive)
                 if sc.kubernetes is not None and sc.compute == "kubernetes":
                     platform_env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sc.kubernetes.otel_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
                 env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
-                services[svc_name] = DeployedService(sname, svc_name, svc, images[image_name], image_name, hostname, env_vars)
+                services[svc_name] = DeployedService(
+                    sname, svc_name, svc, images[image_name], image_name, hostname, env_vars, missing[svc_name], held[svc_name]
+                )
         deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate))
     if problems:
         raise ConfigError(problems)
     return deployed
 
 
+# The root filesystem is read-only and the user is not root: every tool that writes to HOME, a cache or a
+# temp directory is pointed at /tmp (a tmpfs every service has). npm writes its cache and logs under
+# npm_config_cache and checks for updates unless told not to; Prisma's CLI phones home for an update
+# check unless CHECKPOINT_DISABLE is set (Prisma docs, "Telemetry"); XDG_* covers the rest (corepack,
+# pnpm, node-gyp caches).
+CONTAINER_TMP = "/tmp"  # noqa: S108 - inside the container: a tmpfs of its own, not this machine's /tmp
+WRITABLE_HOME_ENV = {
+    "HOME": CONTAINER_TMP,
+    "TMPDIR": CONTAINER_TMP,
+    "XDG_CACHE_HOME": f"{CONTAINER_TMP}/.cache",
+    "XDG_CONFIG_HOME": f"{CONTAINER_TMP}/.config",
+    "XDG_DATA_HOME": f"{CONTAINER_TMP}/.local/share",
+    "XDG_STATE_HOME": f"{CONTAINER_TMP}/.local/state",
+    "npm_config_cache": f"{CONTAINER_TMP}/.npm",
+    "npm_config_update_notifier": "false",
+    "CHECKPOINT_DISABLE": "1",
+}
+
+
 def _platform_env(key: str, env: str, preset: Preset, image: ImageRef, sidecar: bool) -> dict[str, str]:
     """What every service gets unless its catalog entry says otherwise: OTEL, Sentry, NODE_ENV, LOG_LEVEL."""
     out = {
+        **WRITABLE_HOME_ENV,
         "NODE_ENV": preset.observability.node_env,
         "LOG_LEVEL": preset.observability.log_level,
         "OTEL_SERVICE_NAME": key,
@@ -670,9 +747,88 @@ def _platform_env(key: str, env: str, preset: Preset, image: ImageRef, sidecar: 
         "SENTRY_RELEASE": image.version,
     }
     if sidecar:
-        out["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://localhost:4318"  # the collector in the same task
+        # the collector in the same task listens on 127.0.0.1; Node may resolve "localhost" to ::1 first
+        out["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4318"
         out["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
     return out
+
+
+def _external_paths(system: System, service: str) -> list[str]:
+    """Config paths of the external secrets ``service`` reads (its own copy of a per-service one)."""
+    return [
+        secret_config_path(system.name, name, service if system.secrets[name].per_service else None)
+        for name in system.services[service].secrets
+        if system.secrets[name].source is SecretSource.external
+    ]
+
+
+def _held(system: System, missing: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Per service: the services it waits for that are held (missing secrets, or held in turn).
+
+    A service that starts after a held one is held too: twinkle's api reads the schema the indexer
+    creates, and every service that reads DATABASE_URL waits for its system's migration."""
+    out: dict[str, tuple[str, ...]] = {}
+
+    def is_held(name: str) -> bool:
+        if name not in out:
+            out[name] = tuple(f"{system.name}-{dep}" for dep in system.waits_for(name) if is_held(dep))
+        return bool(missing[name] or out[name])
+
+    for name in system.services:
+        is_held(name)
+    return out
+
+
+def _out_of_band(system: System, declared: list[str], have: set[str], file: str, key: str, problems: list[Problem]) -> set[str]:
+    """Config paths of the secrets ``set_out_of_band`` declares, each checked against the catalog."""
+    out: set[str] = set()
+    for i, entry in enumerate(declared):
+        name, _, service = entry.partition(".")
+        spec = system.secrets.get(name)
+        users = [s for s, svc in system.services.items() if name in svc.secrets]
+        if spec is None or spec.source is not SecretSource.external:
+            allowed = sorted(n for n, sp in system.secrets.items() if sp.source is SecretSource.external)
+            problems.append(Problem(file, f"{key}[{i}]", f"'{name}' is not an external secret of {system.name}; its external secrets: {', '.join(allowed)}"))
+            continue
+        if spec.per_service and service not in users:
+            problems.append(Problem(file, f"{key}[{i}]", f"{name} is set per service: write '{name}.<service>', one line for each of {', '.join(users)}"))
+            continue
+        if not spec.per_service and service:
+            problems.append(Problem(file, f"{key}[{i}]", f"{name} is one value for the whole system: write '{name}'"))
+            continue
+        path = secret_config_path(system.name, name, service or None)
+        if path in have:
+            problems.append(
+                Problem(
+                    file,
+                    f"{key}[{i}]",
+                    f"'{entry}' also has a value in 'platform:{path}', which Pulumi writes over the one set out of band; keep one of the two",
+                )
+            )
+            continue
+        out.add(path)
+    return out
+
+
+def secrets_manager_name(env: str, system: str, name: str, service: str | None = None) -> str:
+    """``<env>/<system>/[<service>/]<NAME>``: the secret's name in Secrets Manager."""
+    return "/".join(p for p in (env, system, service, name) if p)
+
+
+def hold_instructions(svc: DeployedService, env: str, stack: str) -> list[str]:
+    """What an operator does to start a held service: one line per missing secret, the exact commands."""
+    lines = []
+    for path in svc.missing_secrets:
+        _, system, name, *service = path.split(".")
+        sm_name = secrets_manager_name(env, system, name, service[0] if service else None)
+        entry = name + (f".{service[0]}" if service else "")
+        lines.append(
+            f"{path}: `pulumi config set --secret --path '{path}' <value> --stack {stack}`, or put it in Secrets Manager yourself "
+            f"(`aws secretsmanager put-secret-value --secret-id {sm_name} --secret-string <value>`) and add '{entry}' to "
+            f"platform:systems.{system}.set_out_of_band"
+        )
+    lines += [f"waits for {other}, which is held" for other in svc.waits_for_held]
+    return lines
 
 
 def _external_secrets(system: System, given: Any, file: str, problems: list[Problem]) -> dict[str, list[str]]:

@@ -17,6 +17,26 @@ from collections.abc import Iterable
 PRIORITIES = range(1, 50_001)
 HTTP_PORTS = range(8000, 9000)
 
+# ALB idle timeout: ELB's default, or long when a service holds connections open (offerhub's SSE,
+# aurum's WebSocket; clients and servers send heartbeats well inside it; the ALB allows up to 4000 s).
+DEFAULT_IDLE_TIMEOUT_SECONDS = 60
+LONG_IDLE_TIMEOUT_SECONDS = 3600
+# An app must keep idle connections open longer than the load balancer does, or the ALB reuses a
+# connection the app has just closed and answers 502 ("configure the idle timeout of your application to
+# be larger than the idle timeout configured for the load balancer", ELB user guide, "Connection idle
+# timeout"). Node's default keepAliveTimeout is 5 s.
+KEEP_ALIVE_MARGIN_SECONDS = 5
+
+
+def idle_timeout_seconds(long_lived_connections: bool) -> int:
+    """The one load balancer's idle timeout: long as soon as one web service needs long-lived connections."""
+    return LONG_IDLE_TIMEOUT_SECONDS if long_lived_connections else DEFAULT_IDLE_TIMEOUT_SECONDS
+
+
+def keep_alive_ms(idle_timeout: int) -> int:
+    """The apps' HTTP keep-alive timeout (milliseconds, Node's unit) for a load balancer idle timeout."""
+    return (idle_timeout + KEEP_ALIVE_MARGIN_SECONDS) * 1000
+
 
 def stable_slots(keys: Iterable[str], slots: range) -> dict[str, int]:
     """One distinct slot per key, from the key's hash; probing on collisions in sorted key order."""

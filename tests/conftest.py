@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from components.platform import run_stack
+from stacks.catalog import SecretSource, load_catalog
 from tools import harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,31 @@ def plans() -> dict[str, harness.Capture]:
     return {stack: plan(stack) for stack in ("dev", "staging", "prod")}
 
 
+def set_every_secret(config: dict) -> None:
+    """Declare every external secret of every system set out of band (the operator put the values into
+    Secrets Manager), as a stack looks once its first deploy is finished: nothing is held."""
+    catalog = load_catalog()
+    for name, system in config["platform:systems"].items():
+        entries = []
+        for secret, spec in catalog[name].secrets.items():
+            if spec.source is not SecretSource.external:
+                continue
+            users = [s for s, svc in catalog[name].services.items() if secret in svc.secrets]
+            entries += [f"{secret}.{user}" for user in users] if spec.per_service else [secret]
+        system["set_out_of_band"] = entries
+
+
+def plan_released(stack: str, project_dir: Path) -> harness.Capture:
+    """``stack`` as shipped but with every external secret set, planned from a copy in ``project_dir``."""
+    data = load_stack_yaml(stack)
+    set_every_secret(data["config"])
+    (project_dir / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    shutil.copy(ROOT / "Pulumi.yaml", project_dir / "Pulumi.yaml")
+    return plan(stack, project_dir)
+
+
 @pytest.fixture(scope="session")
-def prod(plans: dict[str, harness.Capture]) -> harness.Capture:
-    """The prod plan, which most control-id tests read."""
-    return plans["prod"]
+def prod(tmp_path_factory: pytest.TempPathFactory) -> harness.Capture:
+    """The prod stack once its external secrets are set: every service runs. Most control-id tests read
+    this steady state; ``plans["prod"]`` is the shipped file, a first deploy with every service held."""
+    return plan_released("prod", tmp_path_factory.mktemp("prod-released"))

@@ -65,7 +65,7 @@ def test_offerhub_secrets_env_and_bullmq():
     assert [env["AIRTM_ENV"].for_env(e) for e in ("dev", "staging", "prod")] == ["sandbox", "sandbox", "prod"]
     assert [env["STELLAR_NETWORK"].for_env(e) for e in ("dev", "staging", "prod")] == ["testnet", "testnet", "mainnet"]
     assert [env["LOG_LEVEL"].for_env(e) for e in ("dev", "staging", "prod")] == ["debug", "info", "warn"]
-    assert "prisma" in offerhub.migration.command and offerhub.services["api"].long_lived_connections
+    assert offerhub.migration.command[:3] == ["node_modules/.bin/prisma", "migrate", "deploy"] and offerhub.services["api"].long_lived_connections
     assert offerhub.services["api"].scaling.cpu_target_percent == 70
 
 

@@ -12,7 +12,7 @@ from components.kubernetes import SUPPORTED_VERSIONS
 from stacks.catalog import load_catalog
 from stacks.config import load_platform
 from stacks.errors import ConfigError
-from tests.conftest import plan
+from tests.conftest import plan, plan_released, set_every_secret
 from tools import plan as plan_cli
 
 STACK = "staging-eks"
@@ -25,8 +25,9 @@ WORKLOAD_LABELS = REQUIRED_LABELS | {"app.kubernetes.io/name", "app.kubernetes.i
 
 
 @pytest.fixture(scope="module")
-def eks():
-    return plan(STACK)
+def eks(tmp_path_factory):
+    """The example stack once its external secrets are set (a first deploy holds every workload at zero)."""
+    return plan_released(STACK, tmp_path_factory.mktemp("eks-released"))
 
 
 def kube_objects(cap, *, custom: bool = False):
@@ -258,6 +259,7 @@ def test_autoscaler_on_cpu_owns_the_replica_count(project):
     def prod_like(c):
         c["platform:preset"] = "prod"
         c["platform:systems"] = {"darwin": c["platform:systems"]["darwin"]}
+        set_every_secret(c)
         for tier, ids in c["platform:network"]["existing"].items():
             if tier != "vpc_id":
                 ids.append(ids[-1][:-1] + "3")  # prod spans three AZs

@@ -44,7 +44,7 @@ def test_otel_and_sentry_variables_on_every_service(prod):
         key = task.name.removesuffix("-task")
         e = env(app(task))
         version = app(task)["image"].split("@")[1]
-        assert e["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318", key
+        assert e["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318", key
         assert e["OTEL_SERVICE_NAME"] == key
         assert e["OTEL_RESOURCE_ATTRIBUTES"] == f"deployment.environment=prod,service.version={version}"
         assert (e["SENTRY_ENVIRONMENT"], e["SENTRY_RELEASE"]) == ("prod", version)
@@ -129,9 +129,48 @@ def test_web_services_have_offerhubs_alert_table(prod):
         queries = {q["id"]: q for q in rate["metricQueries"]}
         assert queries["errors"]["metric"]["metricName"] == "HTTPCode_Target_5XX_Count"
         assert queries["requests"]["metric"]["metricName"] == "RequestCount"
-        assert "100 * FILL(errors, 0) / requests" in queries["rate"]["expression"] and queries["rate"]["returnData"] is True
+        assert "100 * (FILL(errors, 0) + FILL(connection_errors, 0)) / requests" in queries["rate"]["expression"]
+        assert queries["rate"]["returnData"] is True
         p95 = a[f"{key}-p95-latency"]
         assert (p95["metricName"], p95["extendedStatistic"], p95["threshold"]) == ("TargetResponseTime", "p95", 2)
+
+
+def test_5xx_rate_counts_the_failures_the_load_balancer_answers_for_the_service(prod):
+    # GIVEN AWS publishes the ELB's own 5xx (HTTPCode_ELB_5XX_Count, _502/_503/_504) per load balancer only,
+    # and per target group the connections to its targets that failed (answered 502 or 504 by the ELB)
+    for key in WEB:
+        rate = alarms(prod)[f"{key}-5xx-rate"]
+        queries = {q["id"]: q for q in rate["metricQueries"]}
+        connections = queries["connection_errors"]["metric"]
+        assert (connections["metricName"], connections["stat"]) == ("TargetConnectionErrorCount", "Sum")
+        assert set(connections["dimensions"]) == {"TargetGroup", "LoadBalancer"}
+        # THEN the rate adds them to the target's own 5xx, each series filled with 0 (both are reported only when non-zero)
+        expression = queries["rate"]["expression"]
+        assert "FILL(errors, 0) + FILL(connection_errors, 0)" in expression
+        # and no traffic at all is OK, not INSUFFICIENT_DATA
+        assert rate["treatMissingData"] == "notBreaching" and "FILL(requests, 0) > 0" in expression
+
+
+def test_load_balancer_5xx_alarm_counts_what_no_target_group_is_charged_with():
+    from components.observability import LoadBalancerMonitoring, LoadBalancerMonitoringArgs
+    from stacks.presets import ObservabilityPreset
+    from tools import harness
+
+    # WHEN the environment's load balancer is monitored
+    topic = "arn:aws:sns:us-east-1:123456789012:alarms"
+    args = LoadBalancerMonitoringArgs(load_balancer="app/alb/0123456789abcdef", topic_arn=topic, settings=ObservabilityPreset())
+    cap = harness.run("dev", program=lambda: LoadBalancerMonitoring("alb-monitoring", args))
+    alarm = cap.one(ALARM).inputs
+    queries = {q["id"]: q for q in alarm["metricQueries"]}
+    # THEN ELB-generated and target-generated 5xx both count, per load balancer (the only dimension the ELB's own 5xx has)
+    assert queries["elb_errors"]["metric"]["metricName"] == "HTTPCode_ELB_5XX_Count"
+    assert queries["target_errors"]["metric"]["metricName"] == "HTTPCode_Target_5XX_Count"
+    assert all(q["metric"]["dimensions"] == {"LoadBalancer": "app/alb/0123456789abcdef"} for q in queries.values() if "metric" in q)
+    # a 503 for a target group with no registered target is in no RequestCount: it joins the denominator
+    expression = queries["rate"]["expression"]
+    assert "FILL(requests, 0) + FILL(elb_errors, 0)" in expression
+    assert (alarm["threshold"], alarm["treatMissingData"]) == (5, "notBreaching")
+    assert alarm["alarmActions"] == alarm["okActions"] == [topic]
 
 
 def test_every_alarm_notifies_the_topic_on_alarm_and_ok(prod):
@@ -161,13 +200,6 @@ def test_databases_caches_and_singletons(prod):
 def test_dev_waits_longer_before_paging(plans):
     assert alarms(plans["dev"])["offerhub-api-p95-latency"]["evaluationPeriods"] == 15
     assert alarms(plans["prod"])["offerhub-api-p95-latency"]["evaluationPeriods"] == 5
-
-
-def test_max_connections_follows_rds_formula():
-    assert max_connections("db.t4g.micro") == 112
-    assert max_connections("db.t4g.medium") == 450
-    assert max_connections("db.r6g.large") == 1802
-    assert max_connections("db.r6g.16xlarge") == 5000
 
 
 def test_alarm_topic_encrypted_with_email_subscribers(prod):

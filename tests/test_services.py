@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -223,8 +224,8 @@ def test_task_role_holds_only_the_collectors_policy_in_prod(prod):
 
 def test_migrations_gate_the_app_container(prod):
     expected = {
-        "offerhub-api": ["npx", "prisma", "migrate", "deploy", "--schema", "packages/database/prisma/schema.prisma"],
-        "starkdca-api": ["npx", "prisma", "migrate", "deploy", "--schema=apps/backend/prisma/schema.prisma"],
+        "offerhub-api": ["node_modules/.bin/prisma", "migrate", "deploy", "--schema", "packages/database/prisma/schema.prisma"],
+        "starkdca-api": ["node_modules/.bin/prisma", "migrate", "deploy", "--schema=apps/backend/prisma/schema.prisma"],
         "aurum-api": ["npm", "run", "migrate"],
     }
     for name, task in tasks(prod).items():
@@ -258,7 +259,7 @@ def test_container_definitions_is_pure_and_orders_migration_first():
         secrets_revision="r",
     )
     assert [c["name"] for c in defs] == ["migrate", "api"]
-    assert [e["name"] for e in defs[1]["environment"]] == ["A", "B"]
+    assert [e["name"] for e in defs[1]["environment"]] == ["A", "B", "NODE_EXTRA_CA_CERTS"]  # sorted; the RDS CAs with DATABASE_URL
 
 
 # ---------------------------------------------------------------- the ECS service
@@ -362,13 +363,18 @@ def test_rotating_the_database_password_rolls_every_database_user(project):
 
 
 def test_task_counts_by_kind():
+    def released(svc):
+        return dataclasses.replace(svc, missing_secrets=(), waits_for_held=())
+
     cfg = load_platform("prod", ROOT)
     c = cfg.preset.compute
-    assert task_counts(cfg.systems["twinkle"].services["indexer"], c) == (1, 1)
-    assert task_counts(cfg.systems["darwin"].services["app"], c) == (3, 6)
-    assert task_counts(cfg.systems["starkdca"].services["worker"], c) == (1, 1)
+    assert task_counts(released(cfg.systems["twinkle"].services["indexer"]), c) == (1, 1)
+    assert task_counts(released(cfg.systems["darwin"].services["app"]), c) == (3, 6)
+    assert task_counts(released(cfg.systems["starkdca"].services["worker"]), c) == (1, 1)
     dev = load_platform("dev", ROOT)
-    assert task_counts(dev.systems["offerhub"].services["api"], dev.preset.compute) == (1, 1)
+    assert task_counts(released(dev.systems["offerhub"].services["api"]), dev.preset.compute) == (1, 1)
+    # the shipped stack files set no external secret: every service is held at zero, never autoscaled
+    assert task_counts(cfg.systems["darwin"].services["app"], c) == (0, 0)
 
 
 # ---------------------------------------------------------------- health checks and target groups

@@ -11,14 +11,18 @@ the smallest instance that has its task's memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .harness import PROJECT_DIR, Capture
+from components.service import task_counts
+from stacks.config import PlatformConfig
+
+from .harness import PROJECT_DIR, Capture, Resource
 
 PRICES_FILE = PROJECT_DIR / "tools" / "data" / "aws-prices-us-east-1.json"  # a copy of shared/data, with its sources
 ALB_AVERAGE_LCU = 1.0
@@ -47,8 +51,16 @@ def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | None = None) -> list[Line]:
-    """One line per priced resource (or group of them)."""
+def running_counts(cfg: PlatformConfig) -> dict[str, int]:
+    """Tasks each ECS service runs once it is released (its secrets set): what a month costs in steady
+    state. A first plan holds services at zero, which says nothing about the bill."""
+    released = (dataclasses.replace(svc, missing_secrets=(), waits_for_held=()) for svc in cfg.services())
+    return {svc.key: task_counts(svc, cfg.preset.compute)[0] for svc in released}
+
+
+def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | None = None, running: Mapping[str, int] | None = None) -> list[Line]:
+    """One line per priced resource (or group of them). ``running``: tasks per service key (default: the
+    plan's desired count)."""
     p = prices or load_prices()
     hours = p["hours_per_month"]
     systems = list(systems)
@@ -75,7 +87,7 @@ def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | 
             arch = "arm64" if task.inputs["runtimePlatform"]["cpuArchitecture"] == "ARM64" else "x86"
             rate = p["fargate"][arch]
             vcpu, gb = int(task.inputs["cpu"]) / 1024, int(task.inputs["memory"]) / 1024
-            count = int(i.get("desiredCount", 1))
+            count = _count(r, running)
             spot = i["capacityProviderStrategies"][0]["capacityProvider"] == "FARGATE_SPOT"
             monthly = (vcpu * rate["vcpu_hour"] + gb * rate["gb_hour"]) * hours * count * (1 - SPOT_DISCOUNT if spot else 1)
             label = f"Fargate {r.name.removesuffix('-service')} {count} x {vcpu:g} vCPU/{gb:g} GB{' spot' if spot else ''}"
@@ -114,7 +126,12 @@ def totals(lines: Iterable[Line]) -> dict[str, float]:
     return dict(out)
 
 
-def render_equivalent(capture: Capture, prices: dict[str, Any] | None = None) -> float:
+def _count(service: Resource, running: Mapping[str, int] | None) -> int:
+    key = service.name.removesuffix("-service")
+    return running[key] if running and key in running else int(service.inputs.get("desiredCount", 1))
+
+
+def render_equivalent(capture: Capture, prices: dict[str, Any] | None = None, running: Mapping[str, int] | None = None) -> float:
     """The same systems on Render: an instance per task with at least its memory, a Postgres and a Key Value per store."""
     p = (prices or load_prices())["render_for_comparison"]
     sizes = p["service_instance_month"]
@@ -125,7 +142,7 @@ def render_equivalent(capture: Capture, prices: dict[str, Any] | None = None) ->
         task = next(tasks[u] for u in service.dependencies if u in tasks)
         gb = int(task.inputs["memory"]) / 1024
         price = next(price for size, price in instances if gb <= size)
-        total += price * int(service.inputs.get("desiredCount", 1))
+        total += price * _count(service, running)
     total += p["postgres_month"]["basic_1gb"] * len(capture.of_type("aws:rds/instance:Instance"))
     total += p["key_value_month"]["starter_256mb"] * len(capture.of_type("aws:elasticache/replicationGroup:ReplicationGroup"))
     return total

@@ -18,19 +18,26 @@ from pathlib import Path
 
 import pulumi
 
-from stacks.config import PlatformConfig, load_platform
+from stacks.config import PlatformConfig, hold_instructions, load_platform
 from stacks.errors import ConfigError
 
 from . import cost, deploytime
 from .harness import PROJECT_DIR, Capture, run
 
 
-def summary(capture: Capture, cfg: PlatformConfig) -> str:
+def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_DIR) -> str:
     lines: list[str] = []
     custom = [r for r in capture.resources if r.custom]
     lines.append(f"stack {cfg.stack}  (preset {cfg.env}, region {cfg.region}, AZs {', '.join(cfg.availability_zones)})")
     lines.append(f"{len(custom)} cloud resources in {len(capture.resources) - len(custom)} components; {len(capture.invokes)} data-source calls")
     lines.append("")
+    held = [svc for svc in cfg.services() if svc.held]
+    if held:
+        lines.append(f"held at zero tasks ({len(held)} services; each starts on the first `pulumi up` after what it lacks is set):")
+        for svc in held:
+            lines.append(f"  {svc.key}")
+            lines.extend(f"    - {line}" for line in hold_instructions(svc, cfg.env, cfg.stack))
+        lines.append("")
     lines.append("resources by component:")
     owner = {r.urn: capture.top_component(r.urn) for r in custom}
     groups = Counter(owner.values())
@@ -47,6 +54,7 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
         lines.append(f"network: VPC {net.cidr}, NAT {cfg.preset.network.nat}")
         for tier in ("public", "private", "isolated"):
             lines.append(f"  {tier:<9} {', '.join(str(c) for c in plan.tier(tier))}")
+    lines.extend(_eip_lines(capture, cfg, project_dir))
     lines.append("")
     lines.append("systems, their data and services:")
     urls = capture.outputs.get("urls") or {}
@@ -73,7 +81,8 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
             sspec = svc.spec
             where = f"port {sspec.port}, health {sspec.health.path}" if sspec.health else "no port"
             url = f"  {urls[svc.key]}" if svc.key in urls else ""
-            lines.append(f"    {svc.name:<12} {sspec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{url}")
+            state = "  (held: 0 tasks)" if svc.held else ""
+            lines.append(f"    {svc.name:<12} {sspec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{url}{state}")
         for part in spec.not_deployed:
             lines.append(f"    {part.name:<12} not deployed: {part.reason}")
         monitoring = [r for r in capture.resources if r.name == f"{system.name}-monitoring" and not r.custom]
@@ -101,6 +110,56 @@ def summary(capture: Capture, cfg: PlatformConfig) -> str:
     for name, value in capture.outputs.items():
         lines.append(f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}")
     return "\n".join(lines)
+
+
+# The stacks this repository ships; in one account and region they share its Elastic IP quota.
+EXAMPLE_STACKS = ("dev", "staging", "prod")
+# AWS EC2 user guide, "Elastic IP address quota": five per Region by default, per account; adjustable in
+# Service Quotas as "EC2-VPC Elastic IPs", code L-0263D0A3.
+EIP_DEFAULT_QUOTA = 5
+EIP_QUOTA_CODE = "L-0263D0A3"
+
+
+def elastic_ips(cfg: PlatformConfig) -> int:
+    """Elastic IPs a stack allocates, read from its configuration without running it: one per NAT gateway
+    (components/network.py: one, or one per AZ with ``nat: per_az``); none when it adopts a VPC or, on the
+    first run (``registry.only``), creates only the repositories."""
+    if cfg.network.existing or cfg.stack_config.registry.only:
+        return 0
+    return len(cfg.availability_zones) if cfg.preset.network.nat == "per_az" else 1
+
+
+def _eip_lines(capture: Capture, cfg: PlatformConfig, project_dir: Path) -> list[str]:
+    """This stack's Elastic IPs (counted in the capture) and the example stacks' total per region against the quota."""
+    own = len(capture.of_type("aws:ec2/eip:Eip"))
+    out = [f"elastic IPs: {own} for this stack ({'one per NAT gateway' if own else 'no NAT gateway of its own'})"]
+    by_region: dict[str, list[tuple[str, int]]] = {}
+    for stack in EXAMPLE_STACKS:
+        if stack == cfg.stack:
+            by_region.setdefault(cfg.region, []).append((stack, own))
+            continue
+        try:
+            other = load_platform(stack, project_dir)
+        except (ConfigError, OSError):
+            continue  # not in this project, or not valid: nothing to add up
+        by_region.setdefault(other.region, []).append((stack, elastic_ips(other)))
+    short = False
+    for region, counts in sorted(by_region.items()):
+        if len(counts) < 2:
+            continue
+        total = sum(n for _, n in counts)
+        where = "over" if total > EIP_DEFAULT_QUOTA else "at" if total == EIP_DEFAULT_QUOTA else "within"
+        short = short or total >= EIP_DEFAULT_QUOTA
+        out.append(
+            f"  {' + '.join(f'{s} {n}' for s, n in counts)} = {total} in {region}, {where} the default quota of {EIP_DEFAULT_QUOTA} "
+            f"per account and region (EC2-VPC Elastic IPs, Service Quotas code {EIP_QUOTA_CODE})"
+        )
+    if short:
+        out.append(
+            '  request more before the first `pulumi up` (README, "Elastic IP quota"): addresses other projects hold in the '
+            "account count too, and another stack or AZ needs one more each"
+        )
+    return out
 
 
 KUBE_ORDER = (
@@ -156,7 +215,8 @@ def _kubernetes_lines(capture: Capture) -> list[str]:
 
 def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
     prices = cost.load_prices()
-    estimate = cost.estimate(capture, cfg.systems, prices)
+    running = cost.running_counts(cfg)
+    estimate = cost.estimate(capture, cfg.systems, prices, running)
     totals = cost.totals(estimate)
     out = [f"estimated monthly cost (list prices, 730 h; confidence A/B/C per tools/cost.py): ${sum(totals.values()):,.2f}"]
     for system in [*cfg.systems, "shared"]:
@@ -167,7 +227,9 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
         out.append(f"  {system:<10} ${totals[system]:>9,.2f}  (lowest confidence {worst})")
         for line in sorted(items, key=lambda line: -line.monthly):
             out.append(f"      {line.item:<52} ${line.monthly:>8,.2f}  {line.confidence}")
-    out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture, prices):,.2f}")
+    out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture, prices, running):,.2f}")
+    if any(svc.held for svc in cfg.services()):
+        out.append("  held services are priced at the tasks they run once released")
     out.append(f"  not included: {'; '.join(cost.EXCLUDED)}")
     return out
 
@@ -205,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    print(summary(capture, cfg))
+    print(summary(capture, cfg, project_dir))
     if args.json:
         Path(args.json).write_text(json.dumps(capture.to_json(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
         print(f"\nwrote {len(capture.resources)} resources to {args.json}")
