@@ -62,7 +62,9 @@ def _key_policy(account: str, region: str) -> dict:
                 "Sid": "CloudWatchLogs",
                 "Effect": "Allow",
                 "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                # AWS's example also lists kms:Describe*; DescribeKey carries no encryption context, so
+                # under this condition it never matched (parliament: UNKNOWN_CONDITION_FOR_ACTION)
+                "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
                 "Resource": "*",
                 "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:log-group:*"}},
             },
