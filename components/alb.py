@@ -155,8 +155,9 @@ class Alb(pulumi.ComponentResource):
                 opts=child,
             )
             self._listeners = dict.fromkeys(keys, https)
-            if not args.certificate_arn:
-                # one more certificate per host parent, served by SNI; adding a system changes no existing one
+            if args.hosted_zone_id:
+                # one more certificate per host parent, served by SNI (also beside a given default
+                # certificate, which covers the domain and one label under it); adding a system changes no existing one
                 for scope in edge.certificate_scopes(args.domain, args.hosts.values()):
                     aws.lb.ListenerCertificate(
                         f"{name}-{_scope_slug(scope, args.domain)}-sni",

@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.catalog import ServiceKind
-from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, load_platform
+from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, hold_missing_images, load_platform
 from stacks.errors import ConfigError
 
 from .alb import Alb, AlbArgs
@@ -43,6 +43,9 @@ from .redis_export import RedisExport, RedisExportArgs
 from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
 from .service import Connection, Service, ServiceArgs, Telemetry
+
+HELD_WARNING = " runs no task until: "
+"""Between a held service's key and what it lacks, in the warning a preview and an update print."""
 
 
 @dataclass
@@ -104,12 +107,19 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             create=registry_cfg.create,
             account_id=registry_cfg.account_id or account_id,
             region=cfg.region,
+            registry_id=registry_cfg.account_id,
             pull_accounts=registry_cfg.pull_accounts,
         ),
     )
     pulumi.export("repository_urls", registry.urls)
-    if registry_cfg.only:
-        return None  # first run: push images, then remove registry.only
+    cfg = hold_missing_images(
+        cfg,
+        {
+            svc.key: f"{repository}{'@' if svc.image.digest else ':'}{svc.image.digest or svc.image.tag}"
+            for svc in cfg.services()
+            if not registry.pushed(repository := f"{svc.system}/{svc.image_name}", svc.image)
+        },
+    )
     key = EnvironmentKey(
         "key",
         EnvironmentKeyArgs(
@@ -207,8 +217,15 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     services = {s.deployed.key: s for d in platform.systems.values() for s in d.services.values()}
     held = {svc.key: hold_instructions(svc, cfg.env, cfg.stack) for svc in cfg.services() if svc.held}
     for key_, lines in held.items():
-        pulumi.log.warn(f"{key_} runs no task until: " + "; ".join(lines))
-    pulumi.export("held_services", {k: [*svc.missing_secrets, *svc.waits_for_held] for svc in cfg.services() if (k := svc.key) in held})
+        pulumi.log.warn(key_ + HELD_WARNING + "; ".join(lines))
+    pulumi.export(
+        "held_services",
+        {
+            svc.key: [*svc.missing_secrets, *([svc.missing_image] if svc.missing_image else []), *svc.waits_for_held]
+            for svc in cfg.services()
+            if svc.key in held
+        },
+    )
     pulumi.export("environment", cfg.env)
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("private_subnet_ids", network.private_subnet_ids)

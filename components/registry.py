@@ -9,6 +9,12 @@ from them, so the digest that ran in dev is the very image staging and prod run,
 nothing. Repositories are retained when the creating stack is destroyed: deleting dev must not delete
 the images prod runs.
 
+Each run lists the repositories of the account and the images in each (one data-source call per
+repository): a tag resolves to its digest there, a service whose image is not pushed yet is held at zero
+tasks (``stacks.config.hold_missing_images``), and a repository that exists but is not in the stack
+(dev destroyed and re-created; repositories and their policies are retained on delete) is adopted with
+``import`` instead of failing with "already exists".
+
 Lifecycle: untagged images (pushes replaced before they were tagged) expire after 14 days; of tagged
 images the newest 200 are kept. Warning: an image older than the newest 200 that a stack still runs by
 digest would be expired; keep promotion current or raise the count.
@@ -56,6 +62,8 @@ class RegistryArgs:
     account_id: pulumi.Input[str]
     """Account that owns the repositories (this one, or ``registry.account_id``)."""
     region: str
+    registry_id: str | None = None
+    """Another account's registry to read (``registry.account_id``); None: this account's."""
     pull_accounts: Sequence[str] = field(default_factory=list)
 
 
@@ -70,27 +78,32 @@ class Registry(pulumi.ComponentResource):
         self._arns: dict[str, pulumi.Output[str]] = {}
         self._names: dict[str, pulumi.Input[str]] = {}
         self._digests: dict[tuple[str, str], pulumi.Output[str]] = {}
+        # What is in each repository now, read once per run (also in a preview): a service whose image is
+        # not there yet is held at zero tasks instead of failing, and a tag resolves to its digest here.
+        existing = set(aws.ecr.get_repositories().names) if args.create else set(args.repositories)
+        self._pushed: dict[str, dict[str, str]] = {r: _image_ids(r, args.registry_id) if r in existing else {} for r in args.repositories}
         for repo_name in args.repositories:
             slug = repo_name.replace("/", "-")
             if args.create:
+                # A repository kept from an earlier life of this stack (they are retained on delete) is
+                # adopted, not created again ("already exists"): with `import`, a resource not in the
+                # state is read from AWS; one already in the state with that id is left as it is
+                # (pulumi/pulumi developer-docs/architecture/import.md). ECR's id is the name.
                 repo = aws.ecr.Repository(
                     f"{name}-{slug}",
                     name=repo_name,
                     image_tag_mutability="IMMUTABLE",
                     image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
                     encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
-                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, import_=repo_name if repo_name in existing else None),
                 )
-                aws.ecr.LifecyclePolicy(
-                    f"{name}-{slug}-lifecycle", repository=repo.name, policy=json.dumps(LIFECYCLE), opts=pulumi.ResourceOptions(parent=self)
-                )
+                # kept with the repository: staging and prod in other accounts keep pulling while dev is
+                # rebuilt; both are upserts (PutLifecyclePolicy, SetRepositoryPolicy), so a re-created dev
+                # writes them again over the kept ones without an "already exists"
+                kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
+                aws.ecr.LifecyclePolicy(f"{name}-{slug}-lifecycle", repository=repo.name, policy=json.dumps(LIFECYCLE), opts=kept)
                 if args.pull_accounts:
-                    aws.ecr.RepositoryPolicy(
-                        f"{name}-{slug}-pull",
-                        repository=repo.name,
-                        policy=json.dumps(_pull_policy(args.pull_accounts)),
-                        opts=pulumi.ResourceOptions(parent=self),
-                    )
+                    aws.ecr.RepositoryPolicy(f"{name}-{slug}-pull", repository=repo.name, policy=json.dumps(_pull_policy(args.pull_accounts)), opts=kept)
                 self.urls[repo_name] = repo.repository_url
                 self._arns[repo_name] = repo.arn
                 self._names[repo_name] = repo.name  # lookups wait for the repository
@@ -101,6 +114,13 @@ class Registry(pulumi.ComponentResource):
                 self._names[repo_name] = repo_name
         self.register_outputs({})
 
+    def pushed(self, repository: str, ref: ImageRef) -> bool:
+        """The image is in our repository now (always true for another registry's image)."""
+        if ref.repository:
+            return True
+        ids = self._pushed.get(repository, {})
+        return (ref.digest in ids.values()) if ref.digest else (ref.tag in ids)
+
     def digest(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:
         """The digest that runs: as pinned, or the one our (immutable) tag points at, looked up in ECR
         once per image and tag. Promotion copies these digests to the next stack. Empty for an image
@@ -109,23 +129,29 @@ class Registry(pulumi.ComponentResource):
             return pulumi.Output.from_input(ref.digest)
         if ref.repository or not ref.tag:
             return pulumi.Output.from_input("")
-        key = (repository, ref.tag)
-        if key not in self._digests:
-            registry_id = None if self._args.create else self._args.account_id
-            image = aws.ecr.get_image_output(repository_name=self._names[repository], image_tag=ref.tag, registry_id=registry_id)
-            self._digests[key] = image.image_digest
-        return self._digests[key]
+        return pulumi.Output.from_input(self._pushed.get(repository, {}).get(ref.tag, ""))
 
     def image_uri(self, repository: str, ref: ImageRef) -> pulumi.Output[str]:
         """What a task definition runs: ``<repository url>@sha256:...`` (a tag of ours is resolved to its
         digest, so a task definition always names exact bytes); a full reference as given."""
         if ref.repository:
             return pulumi.Output.from_input(str(ref))
+        if not self.pushed(repository, ref):
+            # a held service: registered, never started, until the image is pushed
+            return self.urls[repository].apply(lambda url: f"{url}@{ref.digest}" if ref.digest else f"{url}:{ref.tag}")
         return pulumi.Output.all(self.urls[repository], self.digest(repository, ref)).apply(lambda v: f"{v[0]}@{v[1]}")
 
     def arns(self, repositories: Iterable[str]) -> list[pulumi.Output[str]]:
         """Repository ARNs to grant ``ecr:BatchGetImage`` on."""
         return [self._arns[r] for r in sorted(set(repositories))]
+
+
+def _image_ids(repository: str, registry_id: pulumi.Input[str] | None) -> dict[str, str]:
+    """Tag -> digest of every tagged image in ``repository``; untagged ones under their digest."""
+    out: dict[str, str] = {}
+    for image in aws.ecr.get_images(repository_name=repository, registry_id=registry_id).image_ids:
+        out[image.image_tag or image.image_digest] = image.image_digest
+    return out
 
 
 def _pull_policy(accounts: Sequence[str]) -> dict:
@@ -136,7 +162,16 @@ def _pull_policy(accounts: Sequence[str]) -> dict:
                 "Sid": "PullFromOtherEnvironments",
                 "Effect": "Allow",
                 "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
-                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                # pull, and find what to pull: a stack in another account lists the images
+                # (DescribeImages) to resolve a tag and to hold a service whose image is not pushed
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:DescribeImages",
+                    "ecr:DescribeRepositories",
+                    "ecr:ListImages",
+                ],
             }
         ],
     }

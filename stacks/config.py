@@ -19,6 +19,7 @@ key. Secret values are never read here; the program gets them from the engine as
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -159,8 +160,8 @@ class RegistryConfig(Strict):
     account_id: str | None = Field(default=None, pattern=r"^\d{12}$")
     """Account that owns the repositories when ``create`` is false. Default: this stack's account."""
     only: bool = False
-    """Create only the repositories and stop: the first run of the creating stack, so images can be
-    pushed before any service needs one. Default: false."""
+    """Removed: refused with how the first deploy works now (a service whose image is not pushed yet is
+    held at zero tasks; nothing is left out of the stack)."""
     pull_accounts: list[Annotated[str, Field(pattern=r"^\d{12}$")]] = []
     """With ``create``: other accounts (staging, prod) allowed to pull, for promotion across accounts. Default: none."""
 
@@ -281,6 +282,8 @@ class DeployedService:
     not declared ``set_out_of_band``). ECS cannot start a task whose secret has no value."""
     waits_for_held: tuple[str, ...] = ()
     """Services it starts after (or whose migration it needs) that are held themselves."""
+    missing_image: str | None = None
+    """``<system>/<image>:<tag or digest>`` when that image is not in our repository yet."""
 
     @property
     def key(self) -> str:
@@ -289,7 +292,7 @@ class DeployedService:
     @property
     def held(self) -> bool:
         """Held at zero tasks until its secrets have values and what it waits for runs."""
-        return bool(self.missing_secrets or self.waits_for_held)
+        return bool(self.missing_secrets or self.waits_for_held or self.missing_image)
 
 
 @dataclass(frozen=True)
@@ -416,7 +419,24 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
                 )
             ]
         )
-    if sc.domain and not sc.certificate_arn and 1 + len(scopes := edge.certificate_scopes(sc.domain, hosts)) > CERTIFICATES_PER_LISTENER:
+    if sc.domain and sc.certificate_arn and (not sc.hosted_zone_id or sc.compute == "kubernetes"):
+        deep = [h for h in hosts if not edge.default_certificate_covers(h, sc.domain)]
+        zone = "Set 'platform:hosted_zone_id' (the program then requests one certificate per host parent beside yours), or give"
+        if sc.compute == "kubernetes":
+            zone = "Give"  # the ingress controller serves the one certificate
+        if deep:
+            raise ConfigError(
+                [
+                    Problem(
+                        file,
+                        f"{PROJECT}:certificate_arn",
+                        f"the certificate must cover {sc.domain} and *.{sc.domain}, and a wildcard covers one label only: it cannot cover "
+                        f"{', '.join(sorted(deep))}. {zone} these services hostnames one label under the domain "
+                        f"(platform:systems.<system>.hostnames.<service>: <label>)",
+                    )
+                ]
+            )
+    if sc.domain and sc.hosted_zone_id and 1 + len(scopes := edge.certificate_scopes(sc.domain, hosts)) > CERTIFICATES_PER_LISTENER:
         raise ConfigError(
             [
                 Problem(
@@ -482,6 +502,14 @@ def _kubernetes_rules(k8s: KubernetesConfig, config: dict[str, Any], systems: di
 def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
     """Rules across keys of the stack file."""
     problems = []
+    if sc.certificate_arn and (cert_region := sc.certificate_arn.split(":")[3]) != region:
+        problems.append(
+            Problem(
+                file,
+                f"{PROJECT}:certificate_arn",
+                f"the certificate is in {cert_region}; a load balancer uses certificates of its own region ({region}): request or import it there",
+            )
+        )
     if sc.recovery and sc.recovery.dr_region == region:
         problems.append(Problem(file, f"{PROJECT}:recovery.dr_region", f"must be another region than aws:region ({region})"))
     if sc.domain and not (sc.hosted_zone_id or sc.certificate_arn):
@@ -511,8 +539,16 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
             problems.append(Problem(file, f"{PROJECT}:network.existing", "required with 'compute: kubernetes': the ids of the cluster's VPC and subnets"))
     elif sc.kubernetes is not None:
         problems.append(Problem(file, f"{PROJECT}:kubernetes", "only applies with 'compute: kubernetes'; set it or remove this key"))
-    if sc.registry.only and not sc.registry.create:
-        problems.append(Problem(file, f"{PROJECT}:registry.only", "only applies to the stack that creates the repositories (registry.create: true)"))
+    if sc.registry.only:
+        problems.append(
+            Problem(
+                file,
+                f"{PROJECT}:registry.only",
+                "no longer exists: it planned to delete everything but the repositories of a stack that already runs. Remove it; "
+                "`pulumi up` creates the repositories with everything else and holds each service whose image is not pushed yet "
+                "at zero tasks (`pulumi config rm --path 'registry.only'`)",
+            )
+        )
     if sc.registry.account_id and sc.registry.create:
         problems.append(Problem(file, f"{PROJECT}:registry.account_id", "names another account's repositories; set 'registry.create: false' with it"))
     return problems
@@ -682,13 +718,24 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
         have = {p for paths in external.values() for p in paths}
         have |= _out_of_band(system, dep.set_out_of_band, have, file, f"{key}.{sname}.set_out_of_band", problems)
         missing = {svc_name: tuple(path for path in _external_paths(system, svc_name) if path not in have) for svc_name in system.services}
-        held = _held(system, missing)
+        held = _held(system, {name: bool(paths) for name, paths in missing.items()})
         services: dict[str, DeployedService] = {}
         for svc_name, svc in system.services.items():
             hostname = None
             if svc.kind is ServiceKind.web:
                 label = dep.hostnames.get(svc_name) or svc.hostname or f"{svc_name}.{sname}"
-                hostname = label if not sc.domain or label.endswith(sc.domain) else f"{label}.{sc.domain}"
+                if sc.domain and label.endswith(sc.domain) and not edge.is_under(label, sc.domain):
+                    problems.append(
+                        Problem(
+                            file,
+                            f"{key}.{sname}.hostnames.{svc_name}",
+                            f"'{label}' is not under the domain '{sc.domain}' (a name under it ends with '.{sc.domain}'); "
+                            "give a label under the domain, e.g. 'api' or 'api.{sname}'",
+                        )
+                    )
+                hostname = label if not sc.domain or edge.is_under(label, sc.domain) else f"{label}.{sc.domain}"
+                if len(hostname) > 253 or not _HOST_LABELS.match(hostname):
+                    problems.append(Problem(file, f"{key}.{sname}.hostnames.{svc_name}", f"'{hostname}' is not a valid DNS name (labels of 1-63 a-z, 0-9, -)"))
                 owner = f"{sname}.{svc_name}"
                 if hostname in hosts:
                     problems.append(
@@ -762,8 +809,8 @@ def _external_paths(system: System, service: str) -> list[str]:
     ]
 
 
-def _held(system: System, missing: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """Per service: the services it waits for that are held (missing secrets, or held in turn).
+def _held(system: System, blocked: dict[str, bool]) -> dict[str, tuple[str, ...]]:
+    """Per service: the services it waits for that are held (``blocked``: a secret or image missing, or held in turn).
 
     A service that starts after a held one is held too: twinkle's api reads the schema the indexer
     creates, and every service that reads DATABASE_URL waits for its system's migration."""
@@ -772,7 +819,7 @@ def _held(system: System, missing: dict[str, tuple[str, ...]]) -> dict[str, tupl
     def is_held(name: str) -> bool:
         if name not in out:
             out[name] = tuple(f"{system.name}-{dep}" for dep in system.waits_for(name) if is_held(dep))
-        return bool(missing[name] or out[name])
+        return bool(blocked[name] or out[name])
 
     for name in system.services:
         is_held(name)
@@ -810,6 +857,19 @@ def _out_of_band(system: System, declared: list[str], have: set[str], file: str,
     return out
 
 
+def hold_missing_images(cfg: PlatformConfig, missing: dict[str, str]) -> PlatformConfig:
+    """``cfg`` with each service in ``missing`` (key -> ``<system>/<image>:<ref>``) held until its image is
+    pushed, and every service that starts after a held one held with it."""
+    systems = {}
+    for name, system in cfg.systems.items():
+        services = {s: dataclasses.replace(svc, missing_image=missing.get(svc.key)) for s, svc in system.services.items()}
+        blocked = {s: bool(svc.missing_secrets or svc.missing_image) for s, svc in services.items()}
+        waits = _held(system.system, {s: blocked.get(s, False) for s in system.system.services})
+        services = {s: dataclasses.replace(svc, waits_for_held=waits[s]) for s, svc in services.items()}
+        systems[name] = dataclasses.replace(system, services=services)
+    return dataclasses.replace(cfg, systems=systems)
+
+
 def secrets_manager_name(env: str, system: str, name: str, service: str | None = None) -> str:
     """``<env>/<system>/[<service>/]<NAME>``: the secret's name in Secrets Manager."""
     return "/".join(p for p in (env, system, service, name) if p)
@@ -826,6 +886,12 @@ def hold_instructions(svc: DeployedService, env: str, stack: str) -> list[str]:
             f"{path}: `pulumi config set --secret --path '{path}' <value> --stack {stack}`, or put it in Secrets Manager yourself "
             f"(`aws secretsmanager put-secret-value --secret-id {sm_name} --secret-string <value>`) and add '{entry}' to "
             f"platform:systems.{system}.set_out_of_band"
+        )
+    if svc.missing_image:
+        repository, sep, ref = svc.missing_image.rpartition("@" if "@" in svc.missing_image else ":")
+        how = f"`docker push <url>:{ref}`" if sep == ":" else f"push the image with digest {ref} under any tag"
+        lines.append(
+            f"image {svc.missing_image} is not in its repository yet: {how} (the url of {repository}: `pulumi stack output repository_urls --stack {stack}`)"
         )
     lines += [f"waits for {other}, which is held" for other in svc.waits_for_held]
     return lines

@@ -64,7 +64,23 @@ def certificate_scopes(domain: str, hostnames: Iterable[str]) -> list[str]:
     """
     scopes = set()
     for host in hostnames:
-        parent = host.split(".", 1)[1] if "." in host else domain
+        if host == domain:
+            continue  # the apex: the default certificate names it exactly
+        if not is_under(host, domain):
+            raise ValueError(f"{host} is not a name under {domain}")
+        parent = host.split(".", 1)[1]
         if parent != domain:
             scopes.add(f"*.{parent}")
     return sorted(scopes)
+
+
+def is_under(host: str, domain: str) -> bool:
+    """``host`` is ``domain`` or a name below it, on a label boundary (``myexample.com`` is not under
+    ``example.com``)."""
+    return host == domain or host.endswith(f".{domain}")
+
+
+def default_certificate_covers(host: str, domain: str) -> bool:
+    """The listener's default certificate names ``<domain>`` and ``*.<domain>``; a wildcard covers exactly
+    one label (RFC 6125 6.4.3; ACM, "wildcard names")."""
+    return host == domain or (is_under(host, domain) and "." not in host.removesuffix(f".{domain}"))

@@ -36,9 +36,10 @@ def project(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def plan(stack: str, project_dir: Path = ROOT) -> harness.Capture:
-    """WHEN the real program runs for ``stack`` under the mock runtime."""
-    return harness.run(stack, project_dir, program=lambda: run_stack(project_dir))
+def plan(stack: str, project_dir: Path = ROOT, registry: dict | None = None) -> harness.Capture:
+    """WHEN the real program runs for ``stack`` under the mock runtime. ``registry``: what ECR holds
+    (default: every image the stack file names, pushed)."""
+    return harness.run(stack, project_dir, program=lambda: run_stack(project_dir), registry=registry)
 
 
 @pytest.fixture(scope="session")

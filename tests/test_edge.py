@@ -8,6 +8,8 @@ import re
 import pytest
 
 from stacks import edge
+from stacks.config import load_platform
+from stacks.errors import ConfigError
 from tests.conftest import plan
 
 LB = "aws:lb/loadBalancer:LoadBalancer"
@@ -126,17 +128,79 @@ def test_a_new_system_changes_no_existing_certificate(project):
     assert len(after) - len(before) == 2  # aurum's certificate and its validation
 
 
-def test_an_issued_certificate_is_used_as_given(project):
-    arn = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-1111-2222-3333-444455556666"
+ISSUED = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-1111-2222-3333-444455556666"
 
+
+def flat_hosts(c):
+    """Every web service one label under the domain: what a wildcard certificate of the domain covers."""
+    for name, hosts in {"twinkle": ("api", "facilitator"), "offerhub": ("api",), "starkdca": ("api",), "aurum": ("api",), "darwin": ("app",)}.items():
+        c["platform:systems"][name]["hostnames"] = {h: f"{name}-{h}" for h in hosts}
+
+
+def test_an_issued_certificate_is_used_as_given(project):
     def use_cert(c):
         del c["platform:hosted_zone_id"]
-        c["platform:certificate_arn"] = arn
+        c["platform:certificate_arn"] = ISSUED
+        flat_hosts(c)
 
     cap = plan("test", project("prod", use_cert))
     assert cap.of_type("aws:acm/certificate:Certificate") == [] and cap.of_type("aws:route53/record:Record") == []
     assert cap.of_type("aws:lb/listenerCertificate:ListenerCertificate") == []
-    assert next(r for r in cap.of_type(LISTENER) if r.inputs["port"] == 443).inputs["certificateArn"] == arn
+    assert next(r for r in cap.of_type(LISTENER) if r.inputs["port"] == 443).inputs["certificateArn"] == ISSUED
+    assert cap.outputs["urls"]["twinkle-api"] == "https://twinkle-api.example.com"
+
+
+def test_an_issued_certificate_cannot_cover_hosts_two_labels_down(project):
+    # GIVEN an issued certificate (for example.com and *.example.com) and the default hosts
+    # (api.offerhub.example.com): a wildcard covers one label, so TLS would fail for every host
+    def use_cert(c):
+        del c["platform:hosted_zone_id"]
+        c["platform:certificate_arn"] = ISSUED
+
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("prod", use_cert))
+    (problem,) = err.value.problems
+    assert problem.key == "platform:certificate_arn" and "api.offerhub.example.com" in problem.message
+    assert "platform:hosted_zone_id" in problem.message and "one label under the domain" in problem.message
+
+
+def test_an_issued_certificate_with_a_zone_gets_the_host_parents_beside_it(project):
+    # GIVEN an issued default certificate and the zone: the program requests one per host parent beside it
+    cap = plan("test", project("prod", lambda c: c.update({"platform:certificate_arn": ISSUED})))
+    https = next(r for r in cap.of_type(LISTENER) if r.inputs["port"] == 443)
+    assert https.inputs["certificateArn"] == ISSUED
+    assert sorted(r.inputs["domainName"] for r in cap.of_type("aws:acm/certificate:Certificate")) == [
+        f"*.{s}.example.com" for s in ("aurum", "darwin", "offerhub", "starkdca", "twinkle")
+    ]
+    assert len(cap.of_type("aws:lb/listenerCertificate:ListenerCertificate")) == 5
+
+
+def test_a_certificate_of_another_region_is_refused(project):
+    def other_region(c):
+        c["platform:certificate_arn"] = ISSUED.replace("us-east-1", "eu-west-1")
+
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("prod", other_region))
+    assert err.value.problems[0].key == "platform:certificate_arn" and "eu-west-1" in err.value.problems[0].message
+
+
+def test_the_apex_needs_no_certificate_of_its_own_and_names_stay_on_label_boundaries():
+    assert edge.certificate_scopes("example.com", ["example.com"]) == []
+    assert edge.certificate_scopes("example.com", ["api.example.com", "api.shop.example.com"]) == ["*.shop.example.com"]
+    with pytest.raises(ValueError, match="not a name under"):
+        edge.certificate_scopes("example.com", ["myexample.com"])
+    assert not edge.is_under("myexample.com", "example.com") and edge.is_under("a.example.com", "example.com")
+    assert edge.default_certificate_covers("a.example.com", "example.com") and not edge.default_certificate_covers("a.b.example.com", "example.com")
+
+
+def test_a_hostname_that_only_looks_under_the_domain_is_refused(project):
+    def lookalike(c):
+        c["platform:systems"]["darwin"]["hostnames"] = {"app": "myexample.com"}
+
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("prod", lookalike))
+    (problem,) = err.value.problems
+    assert problem.key == "platform:systems.darwin.hostnames.app" and "not under the domain 'example.com'" in problem.message
 
 
 def test_waf_rate_limits_and_managed_rules(prod):

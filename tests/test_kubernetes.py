@@ -246,7 +246,7 @@ def test_web_services_get_service_ingress_and_disruption_budget(eks):
     darwin = ingresses["darwin-staging/app"]
     notes = darwin["metadata"]["annotations"]
     assert darwin["spec"]["ingressClassName"] == "alb"
-    assert darwin["spec"]["rules"][0]["host"] == "app.darwin.k8s.staging.example.com"
+    assert darwin["spec"]["rules"][0]["host"] == "darwin-app.k8s.staging.example.com"  # one label under the domain: the certificate covers it
     assert notes["alb.ingress.kubernetes.io/healthcheck-path"] == "/api/health"
     assert notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
     assert notes["alb.ingress.kubernetes.io/ssl-redirect"] == "443" and "TLS13" in notes["alb.ingress.kubernetes.io/ssl-policy"]
@@ -301,7 +301,7 @@ def test_otel_points_at_the_configured_collector(eks):
     assert env["HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     names = [e["name"] for e in deployment(eks, "offerhub-staging", "api").inputs["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert names.index("HOST_IP") < names.index("OTEL_EXPORTER_OTLP_ENDPOINT")  # referenced variables come first
-    assert env["PUBLIC_BASE_URL"]["value"] == "https://api.offerhub.k8s.staging.example.com"
+    assert env["PUBLIC_BASE_URL"]["value"] == "https://offerhub-api.k8s.staging.example.com"
 
 
 def test_offline_plan_lists_every_workload(capsys):

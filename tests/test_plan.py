@@ -52,13 +52,14 @@ def test_inputs_use_engine_camel_case(plans):
 
 def test_data_source_calls_per_preview(plans):
     # every data-source call is a cloud round trip in CI: the account id (key and trust policies) and
-    # the region's ELB log-delivery account (access-log bucket policy), once each; and where a stack
-    # runs tags (dev), one ECR lookup per image to pin its digest; with a DR region (prod), the account's
-    # canonical user id for the Redis export buckets' ACL
-    expected = ["aws:elb/getServiceAccount:getServiceAccount", "aws:index/getCallerIdentity:getCallerIdentity"]
-    assert sorted(plans["staging"].invokes) == expected
+    # the region's ELB log-delivery account (access-log bucket policy), once each; one image listing per
+    # repository (a service whose image is not pushed is held, a tag resolves to its digest), and in the
+    # stack that creates the repositories (dev) the account's repository names (adopt, or create);
+    # with a DR region (prod), the account's canonical user id for the Redis export buckets' ACL
+    expected = ["aws:elb/getServiceAccount:getServiceAccount", "aws:index/getCallerIdentity:getCallerIdentity", *["aws:ecr/getImages:getImages"] * 8]
+    assert sorted(plans["staging"].invokes) == sorted(expected)
     assert sorted(plans["prod"].invokes) == sorted([*expected, "aws:s3/getCanonicalUserId:getCanonicalUserId"])
-    assert sorted(plans["dev"].invokes) == sorted([*expected, *["aws:ecr/getImage:getImage"] * 8])
+    assert sorted(plans["dev"].invokes) == sorted([*expected, "aws:ecr/getRepositories:getRepositories"])
 
 
 def test_checked_in_schemas_are_fresh():

@@ -412,14 +412,6 @@ def test_ecr_repositories_immutable_and_scanned(plans):
     assert plans["prod"].of_type("aws:ecr/repository:Repository") == []
 
 
-def test_first_run_creates_only_the_repositories(project):
-    # GIVEN dev with registry.only (its very first `pulumi up`: nothing to pull yet)
-    cap = plan("test", project("dev", lambda c: c.update({"platform:registry": {"only": True}})))
-    # THEN only the repositories exist, and their URLs are outputs to push to
-    assert {r.type for r in cap.resources if r.custom} == {"aws:ecr/repository:Repository", "aws:ecr/lifecyclePolicy:LifecyclePolicy"}
-    assert cap.outputs["repository_urls"]["darwin/app"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/darwin/app"
-
-
 def test_an_image_bump_reaches_only_that_services_task_definition(project):
     from bench.blast_radius import changed
 

@@ -144,9 +144,11 @@ def _digest(args: pulumi.runtime.MockResourceArgs) -> str:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Echo inputs plus the computed fields AWS would return."""
 
-    def __init__(self, region: str, capture: Capture) -> None:
+    def __init__(self, region: str, capture: Capture, registry: dict[str, list[dict[str, str]]] | None = None) -> None:
         self.region = region
         self.capture = capture
+        self.registry = registry or {}
+        """What ECR holds: repository name -> its images (``imageTag``, ``imageDigest``)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
@@ -198,9 +200,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.capture.invokes.append(args.token)
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/mock", "userId": "mock"}, []
-        if args.token == "aws:ecr/getImage:getImage":
-            ref = f"{args.args.get('repositoryName')}:{args.args.get('imageTag')}"
-            return {"imageDigest": "sha256:" + hashlib.sha256(ref.encode()).hexdigest(), "imageTags": [args.args.get("imageTag")]}, []
+        if args.token == "aws:ecr/getRepositories:getRepositories":
+            return {"names": sorted(self.registry), "id": self.region}, []
+        if args.token == "aws:ecr/getImages:getImages":
+            name = args.args.get("repositoryName")
+            if name not in self.registry:
+                raise Exception(f"RepositoryNotFoundException: The repository with name '{name}' does not exist")
+            return {"imageIds": self.registry[name], "repositoryName": name, "id": name}, []
         if args.token == "aws:elb/getServiceAccount:getServiceAccount":
             return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}, []
         if args.token == "aws:s3/getCanonicalUserId:getCanonicalUserId":
@@ -241,6 +247,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                     "customTimeouts": {k: getattr(timeouts, k) for k in ("create", "update", "delete") if getattr(timeouts, k)},
                     "replaceOnChanges": list(request.replaceOnChanges),
                     "aliases": len(request.aliases) + len(request.aliasURNs),
+                    "import": request.importId,
                     "provider": request.provider.rsplit("::", 1)[0],  # the provider's URN (the reference ends with its id)
                 },
             )
@@ -297,13 +304,32 @@ def engine_config(stack: str, project_dir: Path) -> tuple[dict[str, str], list[s
     return values, secret_keys
 
 
+def pushed_images(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    """An ECR registry holding every image of our repositories that the stack file names, as CI's
+    pushes leave it: ``<system>/<image>`` -> its images. A tag points at a digest derived from it."""
+    registry: dict[str, list[dict[str, str]]] = {}
+    systems = json.loads(values.get(f"{PROJECT}:systems", "{}"))
+    for system, dep in systems.items() if isinstance(systems, dict) else ():
+        for image, ref in (dep.get("images") or {}).items() if isinstance(dep, dict) else ():
+            if not isinstance(ref, str) or "/" in ref:
+                continue  # another registry's image
+            repo = f"{system}/{image}"
+            if ref.startswith("sha256:"):
+                registry.setdefault(repo, []).append({"imageDigest": ref, "imageTag": f"build-{ref[7:15]}"})
+            else:
+                registry.setdefault(repo, []).append({"imageDigest": "sha256:" + hashlib.sha256(f"{repo}:{ref}".encode()).hexdigest(), "imageTag": ref})
+    return registry
+
+
 def run(
     stack: str,
     project_dir: Path = PROJECT_DIR,
     program: Callable[[], Any] | None = None,
+    registry: dict[str, list[dict[str, str]]] | None = None,
 ) -> Capture:
     """Run ``program`` (default: the project's ``__main__.py``) for ``stack`` and return the capture.
 
+    ``registry``: what ECR holds; default: every image the stack file names is pushed (:func:`pushed_images`).
     Raises whatever the program raises (``pulumi.RunError`` for a configuration error).
     """
     capture = Capture(stack=stack)
@@ -311,7 +337,7 @@ def run(
     region = values.get("aws:region", "us-east-1")
     pulumi.runtime.set_all_config(values, secret_keys)
     os.environ.setdefault("AWS_REGION", region)
-    mocks = RecordingMocks(region, capture)
+    mocks = RecordingMocks(region, capture, pushed_images(values) if registry is None else registry)
     monitor = RecordingMonitor(mocks, capture)
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=_LogCollector(capture))  # type: ignore[arg-type]
     from pulumi.runtime.settings import SETTINGS

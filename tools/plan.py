@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pulumi
 
-from stacks.config import PlatformConfig, hold_instructions, load_platform
+from components.platform import HELD_WARNING
+from stacks.config import PlatformConfig, load_platform
 from stacks.errors import ConfigError
 
 from . import cost, deploytime
@@ -31,12 +32,13 @@ def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_D
     lines.append(f"stack {cfg.stack}  (preset {cfg.env}, region {cfg.region}, AZs {', '.join(cfg.availability_zones)})")
     lines.append(f"{len(custom)} cloud resources in {len(capture.resources) - len(custom)} components; {len(capture.invokes)} data-source calls")
     lines.append("")
-    held = [svc for svc in cfg.services() if svc.held]
+    # what the preview itself warns: missing secrets and images are known only once the program ran
+    held = held_services(capture)
     if held:
         lines.append(f"held at zero tasks ({len(held)} services; each starts on the first `pulumi up` after what it lacks is set):")
-        for svc in held:
-            lines.append(f"  {svc.key}")
-            lines.extend(f"    - {line}" for line in hold_instructions(svc, cfg.env, cfg.stack))
+        for key, reasons in held.items():
+            lines.append(f"  {key}")
+            lines.extend(f"    - {reason}" for reason in reasons)
         lines.append("")
     lines.append("resources by component:")
     owner = {r.urn: capture.top_component(r.urn) for r in custom}
@@ -81,7 +83,7 @@ def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_D
             sspec = svc.spec
             where = f"port {sspec.port}, health {sspec.health.path}" if sspec.health else "no port"
             url = f"  {urls[svc.key]}" if svc.key in urls else ""
-            state = "  (held: 0 tasks)" if svc.held else ""
+            state = "  (held: 0 tasks)" if svc.key in held else ""
             lines.append(f"    {svc.name:<12} {sspec.kind:<9} {where:<34} image {svc.image_name}={svc.image.version}{url}{state}")
         for part in spec.not_deployed:
             lines.append(f"    {part.name:<12} not deployed: {part.reason}")
@@ -120,11 +122,20 @@ EIP_DEFAULT_QUOTA = 5
 EIP_QUOTA_CODE = "L-0263D0A3"
 
 
+def held_services(capture: Capture) -> dict[str, list[str]]:
+    """Service key -> what it lacks, from the warnings the program gives (the same a real preview prints)."""
+    out = {}
+    for line in capture.logs:
+        key, sep, reasons = line.removeprefix("warning: ").partition(HELD_WARNING)
+        if sep:
+            out[key] = reasons.split("; ")
+    return out
+
+
 def elastic_ips(cfg: PlatformConfig) -> int:
     """Elastic IPs a stack allocates, read from its configuration without running it: one per NAT gateway
-    (components/network.py: one, or one per AZ with ``nat: per_az``); none when it adopts a VPC or, on the
-    first run (``registry.only``), creates only the repositories."""
-    if cfg.network.existing or cfg.stack_config.registry.only:
+    (components/network.py: one, or one per AZ with ``nat: per_az``); none when it adopts a VPC."""
+    if cfg.network.existing:
         return 0
     return len(cfg.availability_zones) if cfg.preset.network.nat == "per_az" else 1
 
@@ -228,7 +239,7 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
         for line in sorted(items, key=lambda line: -line.monthly):
             out.append(f"      {line.item:<52} ${line.monthly:>8,.2f}  {line.confidence}")
     out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture, prices, running):,.2f}")
-    if any(svc.held for svc in cfg.services()):
+    if capture.outputs.get("held_services"):
         out.append("  held services are priced at the tasks they run once released")
     out.append(f"  not included: {'; '.join(cost.EXCLUDED)}")
     return out
