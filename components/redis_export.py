@@ -5,7 +5,10 @@ ElastiCache can neither copy a snapshot to another region nor replicate a cluste
 region). What it can do is export a snapshot as an ``.rdb`` file to an S3 bucket in its own region. So:
 
 1. a scheduled Lambda (``components/lambdas/redis_export.py``) takes a manual snapshot of each group
-   every ``redis_export_minutes`` and exports it to the *export* bucket, then deletes the snapshot;
+   every ``redis_export_minutes`` and exports it to the *export* bucket, then deletes the snapshot. As
+   ElastiCache's guide does for a cluster-mode-disabled group, the snapshot is of one node, a read
+   replica when the group has one, and none is taken inside the group's backup window or while the
+   group is not ``available`` (the function's docstring has the sources);
 2. S3 replication copies each ``.rdb`` to the *DR* bucket in ``dr_region``;
 3. restoring is creating a replication group there with ``snapshot_arns`` pointing at the file
    (README, "Recovery").
@@ -21,13 +24,33 @@ configured (the one a region does not use grants nothing), which needs ACLs enab
 ``BucketOwnerPreferred`` ownership instead of ``BucketOwnerEnforced``. Public access stays blocked.
 Objects are encrypted with SSE-S3 in both buckets (the exported files are RDB, encrypted at rest by S3).
 
+Monitoring, each alarm to the alarm topic (on alarm and on OK):
+
+* ``-errors``: the function failed two runs in a row (``AWS/Lambda`` ``Errors``);
+* ``-not-running``: the schedule invoked nothing for ``SILENT_PERIOD_SECONDS`` (an hour, four
+  scheduled runs): ``AWS/Lambda`` ``Invocations`` below 1, missing data breaching (Lambda publishes no
+  data point for a function nobody invokes);
+* ``-stale-<group>``, one per cache: the newest export is older than ``stale_after_minutes`` (twice
+  the interval plus an hour: a snapshot the backup window delays, or one lost, passes; two lost in a
+  row alarm). The
+  function publishes ``Platform/RedisExport`` ``NewestExportAgeMinutes`` per ``ReplicationGroupId``
+  each run from what the bucket holds, so a function that runs without error and exports nothing is
+  seen; missing data is breaching, so a cache with no export at all (or no run) alarms too. On the
+  first deploy the last two alarm until the first run and the first export (about half an hour).
+
+Permissions of the function: list snapshots (``DescribeSnapshots`` has nothing to scope to); describe
+our groups only; snapshot our groups' nodes into ``snapshot:dr-*`` only; export and delete
+``snapshot:dr-*`` only; write the export bucket; publish metrics in ``Platform/RedisExport`` only
+(``PutMetricData`` has no resource type, so ``"*"`` with the ``cloudwatch:namespace`` condition key,
+as CloudWatch's "Using condition keys to limit access to CloudWatch namespaces" does); its own logs.
+
 Children: ``aws:s3/bucket:Bucket`` ``-export`` and ``-dr`` (the latter in ``dr_region``), each with
 versioning, encryption, public access block, ownership controls, ACL, policy and lifecycle;
 ``aws:s3/bucketReplicationConfig:BucketReplicationConfig`` and its ``aws:iam/role:Role``; the
 function's ``aws:cloudwatch/logGroup:LogGroup``, ``aws:iam/role:Role`` and
 ``aws:lambda/function:Function`` with its ``aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig``;
-an ``aws:scheduler/schedule:Schedule`` with the role it invokes with; an
-``aws:cloudwatch/metricAlarm:MetricAlarm`` on the function's errors.
+an ``aws:scheduler/schedule:Schedule`` with the role it invokes with; the alarms above, each an
+``aws:cloudwatch/metricAlarm:MetricAlarm`` (2 + one per cache).
 
 One run at a time without reserved concurrency: reserving any is refused in accounts whose concurrency
 quota is low (new accounts often have 10, and Lambda keeps 100 unreserved), so runs are kept apart by
@@ -41,7 +64,8 @@ snapshot the other run just deleted) and the next run repairs it; the alarm need
 
 Cost note: S3 storage for ``retention_days`` of exports in two regions plus cross-region transfer
 ($0.02/GB), a few cents a month for our cache sizes; the function runs 96 times a day, within the
-Lambda free tier.
+Lambda free tier. One custom metric per cache ($0.30 a month each) and 2 + one alarm per cache
+($0.10 a month each): $1.80 a month for prod's four caches.
 """
 
 from __future__ import annotations
@@ -70,6 +94,22 @@ MAX_EVENT_AGE_SECONDS = 300
 # that scoping it to the bucket fails with "unable to validate the authenticated user has access").
 EXPORT_CALLER_S3 = ["s3:GetBucketLocation", "s3:ListAllMyBuckets"]
 SERVICE_S3_ACTIONS = ["s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:GetBucketAcl", "s3:ListMultipartUploadParts", "s3:ListBucketMultipartUploads"]
+# The "not running" alarm's period: longer than the schedule's interval (four runs), so one late or
+# dropped invocation does not page.
+SILENT_PERIOD_SECONDS = 3600
+# The "stale export" alarm evaluates the age's maximum over an hour (four runs publish in it).
+STALE_PERIOD_SECONDS = 3600
+
+
+def stale_after_minutes(interval_minutes: int) -> int:
+    """Age of the newest export past which its alarm fires.
+
+    Normally the newest export is at most the interval plus the export's lag old (up to a run until
+    the next snapshot is taken, a run to see it available, minutes to write it); the backup window can
+    delay a snapshot by its hour. Twice the interval plus an hour: one late or lost snapshot does not
+    page, a second one in a row does.
+    """
+    return 2 * interval_minutes + 60
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +141,13 @@ class RedisExport(pulumi.ComponentResource):
         self._replication(name, export, export_versioning, dr, dr_versioning)
         function = self._function(name, args, export)
         self._schedule(name, args, function)
+        self._alarms(name, args, function)
+        self.dr_bucket = dr.bucket
+        self.register_outputs({"dr_bucket": self.dr_bucket})
+
+    def _alarms(self, name: str, args: RedisExportArgs, function: aws.lambda_.Function) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        notify = {"alarm_actions": [args.topic_arn], "ok_actions": [args.topic_arn]}
         aws.cloudwatch.MetricAlarm(
             f"{name}-errors",
             alarm_description=f"Redis snapshot export to {args.dr_region} failed twice running: the DR copy is getting stale",
@@ -114,12 +161,49 @@ class RedisExport(pulumi.ComponentResource):
             comparison_operator="GreaterThanOrEqualToThreshold",
             threshold=1,
             treat_missing_data="notBreaching",
-            alarm_actions=[args.topic_arn],
-            ok_actions=[args.topic_arn],
-            opts=pulumi.ResourceOptions(parent=self),
+            **notify,
+            opts=child,
         )
-        self.dr_bucket = dr.bucket
-        self.register_outputs({"dr_bucket": self.dr_bucket})
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-not-running",
+            alarm_description=(
+                f"The Redis snapshot export was not invoked in {SILENT_PERIOD_SECONDS // 60} min (scheduled every {RUN_EVERY_MINUTES} min): "
+                f"no new copy reaches {args.dr_region}. Check the schedule platform-{args.env}-redis-export and the function's throttles"
+            ),
+            namespace="AWS/Lambda",
+            metric_name="Invocations",
+            dimensions={"FunctionName": function.name},
+            statistic="Sum",
+            period=SILENT_PERIOD_SECONDS,
+            evaluation_periods=1,
+            comparison_operator="LessThanThreshold",
+            threshold=1,
+            # Lambda publishes no Invocations data point for a period without any
+            treat_missing_data="breaching",
+            **notify,
+            opts=child,
+        )
+        stale_after = stale_after_minutes(args.interval_minutes)
+        for group in args.replication_group_ids:
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-stale-{group}",
+                alarm_description=(
+                    f"The newest export of {group} is over {stale_after} min old (one every {args.interval_minutes} min expected), "
+                    f"or none is reported: the {args.dr_region} copy is getting stale. The function's log group says why"
+                ),
+                namespace=handler.NAMESPACE,
+                metric_name=handler.AGE_METRIC,
+                dimensions={handler.DIMENSION: group},
+                statistic="Maximum",
+                period=STALE_PERIOD_SECONDS,
+                evaluation_periods=1,
+                comparison_operator="GreaterThanThreshold",
+                threshold=stale_after,
+                # no data point: no export at all, or no run published one
+                treat_missing_data="breaching",
+                **notify,
+                opts=child,
+            )
 
     def _bucket(self, name: str, args: RedisExportArgs, region: str, owner: pulumi.Output[str]) -> tuple[aws.s3.Bucket, aws.s3.BucketVersioning]:
         child = pulumi.ResourceOptions(parent=self)
@@ -307,19 +391,23 @@ def replication_policy(source_arn: str, dest_arn: str) -> dict:
 
 
 def function_policy(region: str, account: str, bucket_arn: str, log_group_arn: str, key_arn: str, groups: Sequence[str]) -> dict:
-    """Snapshots of our groups only, named ``dr-*``; export to our bucket; its own log group."""
+    """Snapshots of our groups only, named ``dr-*``; export to our bucket; metrics in our namespace; its own log group."""
     ec = f"arn:aws:elasticache:{region}:{account}"
     snapshots = f"{ec}:snapshot:{handler.PREFIX}*"
+    replication_groups = [f"{ec}:replicationgroup:{g}" for g in groups]
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "List", "Effect": "Allow", "Action": "elasticache:DescribeSnapshots", "Resource": "*"},
+            # resource type replicationgroup (Service Authorization Reference, Amazon ElastiCache)
+            {"Sid": "Describe", "Effect": "Allow", "Action": "elasticache:DescribeReplicationGroups", "Resource": replication_groups},
             {
                 "Sid": "Snapshot",
                 "Effect": "Allow",
                 "Action": "elasticache:CreateSnapshot",
-                # a snapshot of a replication group is taken from one of its nodes (``<group>-001``, ...)
-                "Resource": [*(f"{ec}:replicationgroup:{g}" for g in groups), *(f"{ec}:cluster:{g}-*" for g in groups), snapshots],
+                # a snapshot of a cluster-mode-disabled group is taken of one of its nodes (``<group>-001``, ...);
+                # the replication group is named too, the source of a cluster-mode-enabled group's snapshot
+                "Resource": [*replication_groups, *(f"{ec}:cluster:{g}-*" for g in groups), snapshots],
             },
             {"Sid": "ExportAndDelete", "Effect": "Allow", "Action": ["elasticache:CopySnapshot", "elasticache:DeleteSnapshot"], "Resource": snapshots},
             {"Sid": "ExportCaller", "Effect": "Allow", "Action": EXPORT_CALLER_S3, "Resource": "*"},
@@ -335,6 +423,13 @@ def function_policy(region: str, account: str, bucket_arn: str, log_group_arn: s
                 "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey*", "kms:CreateGrant"],
                 "Resource": key_arn,
                 "Condition": {"StringEquals": {"kms:ViaService": f"elasticache.{region}.amazonaws.com"}},
+            },
+            {
+                "Sid": "Metrics",
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": handler.NAMESPACE}},
             },
             {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"},
         ],

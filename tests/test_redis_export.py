@@ -5,33 +5,49 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import botocore.session
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from components import redis_export
 from components.lambdas import redis_export as fn
 from stacks.config import load_platform
 from tests.conftest import ROOT
+from tools.harness import ACCOUNT
 
 NOW = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 GROUP = "offerhub-prod"
+PRIMARY, REPLICA = f"{GROUP}-001", f"{GROUP}-002"
 BUCKET = "redis-export-export-abc"
 INTERVAL = dt.timedelta(minutes=120)
+LIST_SNAPSHOTS = {"SnapshotSource": "user", "MaxRecords": 50}
 
 
 def client(service: str):
     return botocore.session.get_session().create_client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
 
 
+def documented_snapshot_sources() -> set[str]:
+    """The values DescribeSnapshots' SnapshotSource filter takes, read from its documentation in the model
+    (the model has no enum for it, so Stubber's validation lets any string through)."""
+    model = botocore.session.get_session().get_service_model("elasticache")
+    doc = model.shape_for("DescribeSnapshotsMessage").members["SnapshotSource"].documentation
+    return set(re.findall(r"set to <code>(\w+)</code>", doc))
+
+
 class Clients:
-    """Stubbed ElastiCache and S3 clients: every expected request is checked against the service model."""
+    """Stubbed ElastiCache, S3 and CloudWatch clients: every expected request is checked against the service
+    model, and every DescribeSnapshots request sent against the SnapshotSource values the model documents."""
 
     def __init__(self) -> None:
-        self.ec, self.s3 = client("elasticache"), client("s3")
-        self.ec_stub, self.s3_stub = Stubber(self.ec), Stubber(self.s3)
+        self.ec, self.s3, self.cw = client("elasticache"), client("s3"), client("cloudwatch")
+        self.ec_stub, self.s3_stub, self.cw_stub = Stubber(self.ec), Stubber(self.s3), Stubber(self.cw)
+        self.sent: list[tuple[str, dict]] = []
+        self.ec.meta.events.register("before-parameter-build.elasticache", lambda params, model, **_: self.sent.append((model.name, dict(params))))
 
     def bucket_has(self, *names: str) -> None:
         contents = [{"Key": f"{n}{fn.EXPORT_SUFFIX}"} for n in names]
@@ -39,21 +55,56 @@ class Clients:
             "list_objects_v2", {"Contents": contents, "KeyCount": len(contents), "IsTruncated": False}, {"Bucket": BUCKET, "Prefix": f"dr-{GROUP}-"}
         )
 
-    def snapshots(self, *snaps: tuple[str, str]) -> None:
-        self.ec_stub.add_response(
-            "describe_snapshots",
-            {"Snapshots": [{"SnapshotName": n, "SnapshotStatus": s} for n, s in snaps]},
-            {"ReplicationGroupId": GROUP, "SnapshotSource": "manual", "MaxRecords": 50},
-        )
+    def publishes_age(self, minutes: float, group: str = GROUP) -> None:
+        datum = {
+            "MetricName": "NewestExportAgeMinutes",
+            "Dimensions": [{"Name": "ReplicationGroupId", "Value": group}],
+            "Timestamp": NOW,
+            "Value": minutes,
+            "Unit": "None",
+        }
+        self.cw_stub.add_response("put_metric_data", {}, {"Namespace": "Platform/RedisExport", "MetricData": [datum]})
+
+    def snapshots(self, *snaps: tuple[str, str], marker: str | None = None, next_marker: str | None = None) -> None:
+        """One DescribeSnapshots page; ``marker`` is the one the request carries, ``next_marker`` the one the page returns."""
+        response: dict = {"Snapshots": [{"SnapshotName": n, "SnapshotStatus": s, "SnapshotSource": "manual"} for n, s in snaps]}
+        if next_marker:
+            response["Marker"] = next_marker
+        self.ec_stub.add_response("describe_snapshots", response, {**LIST_SNAPSHOTS, **({"Marker": marker} if marker else {})})
+
+    def group(
+        self,
+        members: tuple[tuple[str, str], ...] = ((PRIMARY, "primary"), (REPLICA, "replica")),
+        status: str = "available",
+        window: str = "03:30-04:30",
+        retention: int = 7,
+        cluster_enabled: bool = False,
+    ) -> None:
+        nodes = [{"CacheClusterId": c, "CacheNodeId": "0001", "CurrentRole": role} for c, role in members]
+        group = {
+            "ReplicationGroupId": GROUP,
+            "Status": status,
+            "MemberClusters": [c for c, _ in members],
+            "NodeGroups": [{"NodeGroupId": "0001", "Status": status, "NodeGroupMembers": nodes}],
+            "SnapshotWindow": window,
+            "SnapshotRetentionLimit": retention,
+            "ClusterEnabled": cluster_enabled,
+        }
+        self.ec_stub.add_response("describe_replication_groups", {"ReplicationGroups": [group]}, {"ReplicationGroupId": GROUP})
 
     def expect(self, operation: str, params: dict) -> None:
         self.ec_stub.add_response(operation, {}, params)
 
     def run(self, now: dt.datetime = NOW) -> list[str]:
-        with self.ec_stub, self.s3_stub:
-            done = fn.reconcile(self.ec, self.s3, GROUP, BUCKET, INTERVAL, now)
+        with self.ec_stub, self.s3_stub, self.cw_stub:
+            done = fn.reconcile(self.ec, self.s3, self.cw, GROUP, BUCKET, INTERVAL, now)
             self.ec_stub.assert_no_pending_responses()
             self.s3_stub.assert_no_pending_responses()
+            self.cw_stub.assert_no_pending_responses()
+        allowed = documented_snapshot_sources()
+        for operation, params in self.sent:
+            if operation == "DescribeSnapshots":
+                assert params.get("SnapshotSource") in allowed, f"SnapshotSource {params.get('SnapshotSource')!r}: the model documents {sorted(allowed)}"
         return done
 
 
@@ -61,12 +112,68 @@ def name_at(t: dt.datetime) -> str:
     return fn.snapshot_name(GROUP, t)
 
 
-def test_first_run_takes_a_snapshot():
+NO_EXPORT = f"{GROUP} has no export yet"
+
+
+def test_snapshot_source_filter_is_a_value_the_api_documents():
+    # GIVEN the values DescribeSnapshotsMessage.SnapshotSource documents: "system" (automatic), "user" (manual)
+    assert documented_snapshot_sources() == {"system", "user"}
+    # WHEN a run lists the snapshots THEN it asks for the manual ones by a documented value (Clients.run checks
+    # every request of every test here the same way)
+    c = Clients()
+    c.bucket_has(name_at(NOW - HOUR))
+    c.publishes_age(60.0)
+    c.snapshots()
+    c.run()
+    assert [p["SnapshotSource"] for op, p in c.sent if op == "DescribeSnapshots"] == ["user"]
+
+
+def test_first_run_takes_a_snapshot_of_the_replica():
     c = Clients()
     c.bucket_has()
     c.snapshots()
-    c.expect("create_snapshot", {"ReplicationGroupId": GROUP, "SnapshotName": "dr-offerhub-prod-202611221000"})
-    assert c.run() == ["creating dr-offerhub-prod-202611221000"]
+    c.group()
+    c.expect("create_snapshot", {"CacheClusterId": REPLICA, "SnapshotName": "dr-offerhub-prod-202611221000"})
+    assert c.run() == [NO_EXPORT, f"creating dr-offerhub-prod-202611221000 of {REPLICA}"]
+
+
+def test_after_a_failover_the_new_replica_is_snapshotted():
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group(members=((PRIMARY, "replica"), (REPLICA, "primary")))
+    c.expect("create_snapshot", {"CacheClusterId": PRIMARY, "SnapshotName": name_at(NOW)})
+    assert c.run()[-1] == f"creating {name_at(NOW)} of {PRIMARY}"
+
+
+def test_a_group_of_one_node_is_snapshotted_from_that_node():
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group(members=((PRIMARY, "primary"),))
+    c.expect("create_snapshot", {"CacheClusterId": PRIMARY, "SnapshotName": name_at(NOW)})
+    assert c.run()[-1] == f"creating {name_at(NOW)} of {PRIMARY}"
+
+
+def test_a_cluster_mode_enabled_group_is_snapshotted_as_a_whole():
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group(cluster_enabled=True)
+    c.expect("create_snapshot", {"ReplicationGroupId": GROUP, "SnapshotName": name_at(NOW)})
+    assert c.run()[-1] == f"creating {name_at(NOW)} of {GROUP}"
+
+
+def test_every_page_of_snapshots_is_read():
+    # GIVEN our snapshot is on the second page of the manual snapshots
+    c = Clients()
+    ours = name_at(NOW - HOUR)
+    c.bucket_has()
+    c.snapshots(("someone-elses-manual-backup", "available"), next_marker="page-2")
+    c.snapshots((ours, "available"), marker="page-2")
+    c.expect("copy_snapshot", {"SourceSnapshotName": ours, "TargetSnapshotName": ours, "TargetBucket": BUCKET})
+    # THEN it is exported (and, being recent, no other is taken)
+    assert c.run() == [NO_EXPORT, f"exporting {ours} to s3://{BUCKET}"]
 
 
 def test_available_snapshot_is_exported_and_no_new_one_before_the_interval():
@@ -75,22 +182,36 @@ def test_available_snapshot_is_exported_and_no_new_one_before_the_interval():
     c.bucket_has()
     c.snapshots((recent, "available"))
     c.expect("copy_snapshot", {"SourceSnapshotName": recent, "TargetSnapshotName": recent, "TargetBucket": BUCKET})
-    assert c.run() == [f"exporting {recent} to s3://{BUCKET}"]
+    assert c.run() == [NO_EXPORT, f"exporting {recent} to s3://{BUCKET}"]
 
 
 def test_exported_snapshot_is_deleted_and_the_next_one_taken_when_due():
     c = Clients()
     old = name_at(NOW - 2 * HOUR)
     c.bucket_has(name_at(NOW - 4 * HOUR), old)
-    c.snapshots((old, "available"), ("someone-elses-manual-backup", "available"))
+    c.publishes_age(120.0)
+    # a snapshot of ours of either node (the replica before a failover), among others' manual snapshots
+    c.snapshots((old, "available"), ("someone-elses-manual-backup", "available"), (f"dr-{GROUP}-x-202611220800", "available"))
     c.expect("delete_snapshot", {"SnapshotName": old})
-    c.expect("create_snapshot", {"ReplicationGroupId": GROUP, "SnapshotName": name_at(NOW)})
-    assert c.run() == [f"deleted {old} (exported)", f"creating {name_at(NOW)}"]
+    c.group()
+    c.expect("create_snapshot", {"CacheClusterId": REPLICA, "SnapshotName": name_at(NOW)})
+    assert c.run() == [f"deleted {old} (exported)", f"creating {name_at(NOW)} of {REPLICA}"]
+
+
+def test_newest_export_age_is_published_in_minutes():
+    c = Clients()
+    c.bucket_has(name_at(NOW - 5 * HOUR), name_at(NOW - 150 * dt.timedelta(minutes=1)), "dr-offerhub-prod-x-202611220955")
+    c.publishes_age(150.0)
+    c.snapshots()
+    c.group()
+    c.expect("create_snapshot", {"CacheClusterId": REPLICA, "SnapshotName": name_at(NOW)})
+    c.run()
 
 
 def test_the_bucket_remembers_the_last_export_after_its_snapshot_is_gone():
     c = Clients()
     c.bucket_has(name_at(NOW - HOUR))
+    c.publishes_age(60.0)
     c.snapshots()
     assert c.run() == []
 
@@ -99,7 +220,92 @@ def test_snapshot_still_being_created_or_exported_is_left_alone():
     c = Clients()
     c.bucket_has()
     c.snapshots((name_at(NOW - 3 * HOUR), "exporting"), (name_at(NOW - 10 * dt.timedelta(minutes=1)), "creating"))
-    assert c.run() == []
+    assert c.run() == [NO_EXPORT]
+
+
+@pytest.mark.parametrize(
+    ("window", "hhmm", "inside"),
+    [
+        ("03:30-04:30", "03:29", False),
+        ("03:30-04:30", "03:30", True),
+        ("03:30-04:30", "04:29", True),
+        ("03:30-04:30", "04:30", False),
+        ("23:30-00:30", "23:29", False),
+        ("23:30-00:30", "23:45", True),
+        ("23:30-00:30", "00:10", True),
+        ("23:30-00:30", "00:30", False),
+    ],
+)
+def test_backup_window_is_utc_and_may_cross_midnight(window, hhmm, inside):
+    hour, minute = map(int, hhmm.split(":"))
+    assert fn.in_window(window, NOW.replace(hour=hour, minute=minute)) is inside
+    # an aware time in another zone is the same instant
+    assert fn.in_window(window, NOW.replace(hour=hour, minute=minute).astimezone(dt.timezone(dt.timedelta(hours=-3)))) is inside
+
+
+def test_no_snapshot_inside_the_backup_window():
+    at = NOW.replace(hour=3, minute=45)
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group(window="03:30-04:30")
+    assert c.run(at) == [NO_EXPORT, f"{GROUP} is in its backup window (03:30-04:30 UTC): no snapshot this run"]
+
+
+def test_backup_window_does_not_matter_without_automatic_backups():
+    at = NOW.replace(hour=3, minute=45)
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group(window="03:30-04:30", retention=0)
+    c.expect("create_snapshot", {"CacheClusterId": REPLICA, "SnapshotName": name_at(at)})
+    assert c.run(at)[-1] == f"creating {name_at(at)} of {REPLICA}"
+
+
+@pytest.mark.parametrize("status", ["modifying", "snapshotting"])
+def test_no_snapshot_while_the_group_is_not_available(status):
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group(status=status)
+    assert c.run() == [NO_EXPORT, f"{GROUP} is {status}: no snapshot this run"]
+
+
+@pytest.mark.parametrize("code", ["InvalidReplicationGroupState", "InvalidCacheClusterState"])
+def test_a_group_or_node_that_became_busy_is_not_an_error(code):
+    # GIVEN CreateSnapshot's two "not in the available state" errors (a pulumi up, an automatic backup)
+    errors = {e.metadata["error"]["code"] for e in client("elasticache").meta.service_model.operation_model("CreateSnapshot").error_shapes}
+    assert code in errors
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group()
+    c.ec_stub.add_client_error("create_snapshot", service_error_code=code, expected_params={"CacheClusterId": REPLICA, "SnapshotName": name_at(NOW)})
+    assert c.run() == [NO_EXPORT, f"{GROUP} is busy ({code}): no snapshot this run"]
+
+
+def test_a_snapshot_name_another_run_took_is_not_an_error():
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group()
+    c.ec_stub.add_client_error(
+        "create_snapshot", service_error_code="SnapshotAlreadyExistsFault", expected_params={"CacheClusterId": REPLICA, "SnapshotName": name_at(NOW)}
+    )
+    assert c.run() == [NO_EXPORT, f"{name_at(NOW)} already exists (another run took it)"]
+
+
+def test_snapshot_quota_fails_the_run():
+    # a quota does not pass with the next run as a state does: the run fails and the errors alarm fires
+    c = Clients()
+    c.bucket_has()
+    c.snapshots()
+    c.group()
+    c.ec_stub.add_client_error(
+        "create_snapshot", service_error_code="SnapshotQuotaExceededFault", expected_params={"CacheClusterId": REPLICA, "SnapshotName": name_at(NOW)}
+    )
+    with pytest.raises(ClientError, match="SnapshotQuotaExceeded"):
+        c.run()
 
 
 def test_export_already_running_is_not_an_error():
@@ -112,7 +318,7 @@ def test_export_already_running_is_not_an_error():
         service_error_code="InvalidSnapshotState",
         expected_params={"SourceSnapshotName": busy, "TargetSnapshotName": busy, "TargetBucket": BUCKET},
     )
-    assert c.run() == [f"{busy} is busy (an export is running)"]
+    assert c.run() == [NO_EXPORT, f"{busy} is busy (an export is running)"]
 
 
 def test_failing_exports_stop_new_snapshots_and_fail_the_run():
@@ -127,7 +333,7 @@ def test_failing_exports_stop_new_snapshots_and_fail_the_run():
 def test_one_failing_group_does_not_stop_the_others(monkeypatch):
     calls: list[str] = []
 
-    def reconcile(ec, s3, group, bucket, interval, now):
+    def reconcile(ec, s3, cw, group, bucket, interval, now):
         calls.append(group)
         if group == "a":
             raise RuntimeError("broken")
@@ -135,8 +341,28 @@ def test_one_failing_group_does_not_stop_the_others(monkeypatch):
 
     monkeypatch.setattr(fn, "reconcile", reconcile)
     with pytest.raises(RuntimeError, match="a: broken"):
-        fn.run(None, None, ["a", "b"], BUCKET, INTERVAL, NOW)
+        fn.run(None, None, None, ["a", "b"], BUCKET, INTERVAL, NOW)
     assert calls == ["a", "b"]
+
+
+def test_the_role_allows_every_call_the_function_makes():
+    # GIVEN one run that makes every call: publish, list, delete, export, describe the group, snapshot
+    c = Clients()
+    old, recent = name_at(NOW - 3 * HOUR), name_at(NOW - 2 * HOUR)
+    c.bucket_has(old)
+    c.publishes_age(180.0)
+    c.snapshots((old, "available"), (recent, "available"))
+    c.expect("delete_snapshot", {"SnapshotName": old})
+    c.expect("copy_snapshot", {"SourceSnapshotName": recent, "TargetSnapshotName": recent, "TargetBucket": BUCKET})
+    c.group()
+    c.expect("create_snapshot", {"CacheClusterId": REPLICA, "SnapshotName": name_at(NOW)})
+    c.run()
+    calls = {f"elasticache:{op}" for op, _ in c.sent} | {"s3:ListBucket", "cloudwatch:PutMetricData"}  # ListObjectsV2 is s3:ListBucket
+    assert {op for op, _ in c.sent} == {"DescribeSnapshots", "DeleteSnapshot", "CopySnapshot", "DescribeReplicationGroups", "CreateSnapshot"}
+    # THEN the role's policy allows each of them
+    policy = redis_export.function_policy("us-east-1", "123456789012", "arn:aws:s3:::b", "arn:aws:logs:us-east-1:123456789012:log-group:l", "arn:k", [GROUP])
+    granted = {a for s in policy["Statement"] if s["Effect"] == "Allow" for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert calls <= granted, calls - granted
 
 
 def test_interval_keeps_under_elasticache_daily_manual_snapshot_limit():
@@ -148,6 +374,7 @@ def test_interval_keeps_under_elasticache_daily_manual_snapshot_limit():
 
 FUNCTION = "aws:lambda/function:Function"
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 def in_export(cap, type_: str):
@@ -202,22 +429,67 @@ def test_function_role_reaches_only_our_snapshots_and_bucket(prod):
     role_policy = next(r for r in in_export(prod, "aws:iam/rolePolicy:RolePolicy") if r.name == "redis-export-function")
     statements = {s["Sid"]: s for s in json.loads(role_policy.inputs["policy"])["Statement"]}
     wildcard = {sid for sid, s in statements.items() if s["Resource"] == "*"}
-    assert wildcard == {"List", "ExportCaller"}
+    assert wildcard == {"List", "ExportCaller", "Metrics"}
     assert statements["List"]["Action"] == "elasticache:DescribeSnapshots"
     assert set(statements["ExportCaller"]["Action"]) == {"s3:GetBucketLocation", "s3:ListAllMyBuckets"}
     assert statements["ExportAndDelete"]["Resource"].endswith(":snapshot:dr-*")
+    ours = {r.inputs["replicationGroupId"] for r in prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup")}
     groups = {r.rsplit(":", 1)[-1] for r in statements["Snapshot"]["Resource"] if ":replicationgroup:" in r}
-    assert groups == {r.inputs["replicationGroupId"] for r in prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup")}
+    assert groups == ours
+    # the nodes the snapshots are taken of, <group>-001, <group>-002: each group's and no other's
+    nodes = [r for r in statements["Snapshot"]["Resource"] if ":cluster:" in r]
+    assert sorted(nodes) == sorted(f"arn:aws:elasticache:us-east-1:{ACCOUNT}:cluster:{g}-*" for g in ours)
+    assert statements["Describe"]["Action"] == "elasticache:DescribeReplicationGroups"
+    assert {r.rsplit(":", 1)[-1] for r in statements["Describe"]["Resource"]} == ours
+    assert all(":replicationgroup:" in r for r in statements["Describe"]["Resource"])
     assert statements["SnapshotKey"]["Condition"] == {"StringEquals": {"kms:ViaService": "elasticache.us-east-1.amazonaws.com"}}
+    # custom metrics in the export's namespace only (PutMetricData has no resource type)
+    assert statements["Metrics"]["Action"] == "cloudwatch:PutMetricData"
+    assert statements["Metrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Platform/RedisExport"}}
+
+
+def export_alarms(prod) -> dict[str, dict]:
+    """The export's alarms by name, each checked to notify the alarm topic on alarm and on OK."""
+    topic = prod.one("aws:sns/topic:Topic").urn
+    alarms = {}
+    for r in in_export(prod, ALARM):
+        assert r.inputs["alarmActions"] == r.inputs["okActions"] and len(r.inputs["alarmActions"]) == 1, r.name
+        assert topic in r.property_dependencies["alarmActions"], r.name
+        alarms[r.name] = r.inputs
+    return alarms
 
 
 def test_a_failing_export_alarms(prod):
-    alarm = next(r for r in in_export(prod, "aws:cloudwatch/metricAlarm:MetricAlarm"))
-    assert alarm.inputs["metricName"] == "Errors" and alarm.inputs["namespace"] == "AWS/Lambda"
-    assert alarm.inputs["alarmActions"] == alarm.inputs["okActions"] and alarm.inputs["alarmActions"][0].startswith("arn:aws:sns:")
+    alarm = export_alarms(prod)["redis-export-errors"]
+    assert alarm["metricName"] == "Errors" and alarm["namespace"] == "AWS/Lambda"
     schedule = prod.one("aws:scheduler/schedule:Schedule").inputs
     assert schedule["scheduleExpression"] == f"rate({redis_export.RUN_EVERY_MINUTES} minutes)"
     assert schedule["target"]["retryPolicy"]["maximumRetryAttempts"] == 0
+
+
+def test_a_schedule_that_stops_invoking_alarms(prod):
+    alarm = export_alarms(prod)["redis-export-not-running"]
+    assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == ("AWS/Lambda", "Invocations", "Sum")
+    assert alarm["dimensions"] == {"FunctionName": prod.one(FUNCTION).inputs["name"]}
+    # fewer than one invocation over a period longer than the schedule's interval; no data point at all is breaching
+    assert (alarm["comparisonOperator"], alarm["threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["period"] > redis_export.RUN_EVERY_MINUTES * 60 and alarm["evaluationPeriods"] == 1
+    assert alarm["treatMissingData"] == "breaching"
+
+
+def test_each_cache_alarms_when_its_newest_export_gets_old(prod):
+    # GIVEN the export interval of prod (120 min) and its caches
+    interval = int(prod.one(FUNCTION).inputs["environment"]["variables"]["INTERVAL_MINUTES"])
+    groups = {r.inputs["replicationGroupId"] for r in prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup")}
+    alarms = export_alarms(prod)
+    # THEN one alarm per cache reads the metric the function publishes (test_newest_export_age_is_published_in_minutes)
+    stale = {a["dimensions"]["ReplicationGroupId"]: a for name, a in alarms.items() if name.startswith("redis-export-stale-")}
+    assert set(stale) == groups
+    for alarm in stale.values():
+        assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == ("Platform/RedisExport", "NewestExportAgeMinutes", "Maximum")
+        # older than twice the interval plus an hour, or nothing reported at all (no export, no run)
+        assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 2 * interval + 60)
+        assert alarm["treatMissingData"] == "breaching"
 
 
 def test_function_reserves_no_concurrency(prod):
