@@ -5,7 +5,8 @@ Supported Kubernetes versions: :data:`SUPPORTED_VERSIONS` (every object is valid
 in the tests, with ``kubernetes-validate`` in strict mode).
 
 Children, in the namespace ``<system>-<env>`` (``kubernetes:core/v1:Namespace``, Pod Security
-``restricted`` enforced), per service:
+``restricted`` enforced; with web services behind the ALB also labelled
+``elbv2.k8s.aws/pod-readiness-gate-inject: enabled``, see :data:`READINESS_GATE_INJECT`), per service:
 
 - ``ServiceAccount`` (no API token mounted). With ``secrets: external-secrets`` it carries the IAM role
   (``aws:iam/role:Role``, trusted by the cluster's OIDC provider for this one service account) that may
@@ -18,15 +19,25 @@ Children, in the namespace ``<system>-<env>`` (``kubernetes:core/v1:Namespace``,
 - ``Deployment``: resources and probes from the catalog (darwin's guide: requests 256Mi/250m, limits
   512Mi/500m, liveness after 30 s every 10 s, readiness after 5 s every 5 s); non-root, read-only root
   filesystem with an ``emptyDir`` per writable path, all capabilities dropped, no privilege escalation,
-  ``RuntimeDefault`` seccomp; spread across zones; grace period = the app's shutdown time + 5 s.
+  ``RuntimeDefault`` seccomp; spread across zones. Grace period = the app's shutdown time + 5 s; a web
+  container first sleeps through its target group's deregistration delay (``preStop`` ``sleep``, see
+  :func:`drain_seconds`), so its grace period is that sleep + shutdown + 5 s.
   Singletons run one replica with the ``Recreate`` strategy (never two at once); the rest roll with
   ``maxUnavailable: 0``.
-- Migrations: a ``Job`` per image (``<service>-migrate-<hash>``) that Pulumi waits on before it touches
-  the Deployment; a failed migration fails ``pulumi up`` and the old pods keep serving.
+- Migrations: a ``Job`` named from a hash of its whole spec (``<service>-migrate-<hash>``) that Pulumi
+  waits on before it touches the Deployment; a failed migration fails ``pulumi up`` and the old pods
+  keep serving. It carries ``pulumi.com/replaceUnready: "true"``, so the next ``up`` deletes and reruns
+  a Job that failed instead of waiting on it again. A held service (``DeployedService.held``) has no
+  Job yet, as on ECS, where the migration runs in the service's first task.
 - Web services: a ``Service``, an ``Ingress`` (class from config; with ``alb`` the AWS Load Balancer
   Controller's annotations: health-check path and codes, HTTPS with the TLS 1.3 policy and a redirect,
-  one shared load balancer per environment), a ``PodDisruptionBudget`` and, where the preset
-  autoscales, a ``HorizontalPodAutoscaler`` (``autoscaling/v2``) on CPU.
+  one shared load balancer per environment in the adopted VPC's public subnets, named explicitly), a
+  ``PodDisruptionBudget`` and, where the preset autoscales, a ``HorizontalPodAutoscaler``
+  (``autoscaling/v2``) on CPU.
+
+With a domain, the ALB serves ``certificate_arn`` (validation refuses a domain without it, and
+``hosted_zone_id``): nothing here requests certificates or writes DNS records for the cluster's load
+balancer; the cluster's external-dns writes them from the Ingress hosts, or an operator does.
 
 Every object carries ``app.kubernetes.io/name``, ``part-of``, ``version``, ``managed-by`` and
 ``platform/environment``. The Deployment sets no ``replicas`` when an HPA owns the count, so
@@ -56,11 +67,56 @@ SUPPORTED_VERSIONS = ("1.33", "1.37")
 """Oldest and newest Kubernetes minor versions the objects are validated against."""
 ESO_API = "external-secrets.io/v1"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+READINESS_GATE_INJECT = {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}
+"""Namespace label: the AWS Load Balancer Controller's webhook adds a readiness gate to each new pod
+behind an IP target group, true only once the target is healthy in the ALB, so a rollout never ends
+with only initial or draining targets (aws-load-balancer-controller docs/deploy/pod_readiness_gate.md)."""
+REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
+"""Job annotation: on the next ``up``, a Job that is not complete (failed, or never finished) is replaced
+(deleted and created again under its name) instead of awaited again (pulumi-kubernetes
+provider/pkg/provider/provider.go Diff: ``metadata.ReplaceUnready``, Jobs only, since v3.2.0)."""
+GRACE_MARGIN_SECONDS = 5
 
 
 def provider(settings: KubernetesConfig, kubeconfig: pulumi.Output[str] | None) -> k8s.Provider:
     """The cluster, from the stack's encrypted ``kubernetes:kubeconfig`` or the environment's ``KUBECONFIG``."""
     return k8s.Provider("cluster", kubeconfig=kubeconfig, context=settings.context)
+
+
+def drain_seconds(spec) -> int:
+    """A web service's target-group deregistration delay, and the ``preStop`` sleep that covers it.
+
+    The same as on ECS (``components/service.py``: ``deregistration_delay=spec.shutdown_seconds``). A
+    deleted pod keeps serving for this long before it gets SIGTERM: the controller deregisters it when its
+    endpoint goes, and the ALB drains it meanwhile ("Ensure Pods are Deregistered from Load Balancers
+    before Termination", EKS best practices, load balancing). The ``sleep`` handler needs no shell or
+    ``sleep`` binary in the read-only image (KEP-3960: beta and on by default from 1.30, GA in 1.34)."""
+    return int(spec.shutdown_seconds)
+
+
+def grace_seconds(spec, *, web: bool) -> int:
+    """``terminationGracePeriodSeconds``: the ``preStop`` sleep (web) + the app's shutdown + a margin.
+
+    The grace period counts from deletion and includes the ``preStop`` hook; SIGKILL follows it."""
+    return (drain_seconds(spec) if web else 0) + int(spec.shutdown_seconds) + GRACE_MARGIN_SECONDS
+
+
+def _plain(value: object) -> object:
+    """A resolved input (args classes, lists, dicts, scalars) as JSON data, ``None`` fields dropped."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.Output | pulumi.Resource):
+        raise TypeError(f"not resolved: {value!r}")  # Output.from_input unwraps every nested input
+    if hasattr(value, "__dict__"):  # a pulumi_kubernetes ``...Args`` class, unwrapped by Output.from_input
+        return {k: _plain(v) for k, v in vars(value).items() if v is not None}
+    return value
+
+
+def spec_hash(spec: object) -> pulumi.Output[str]:
+    """:func:`revision_hash` of a whole (resolved) spec: changes with any field of it."""
+    return pulumi.Output.from_input(spec).apply(lambda s: revision_hash([json.dumps(_plain(s), sort_keys=True, separators=(",", ":"))]))
 
 
 def version_label(version: str) -> str:
@@ -85,6 +141,10 @@ class WorkloadsArgs:
     certificate_arn: str | None = None
     idle_timeout_seconds: int = 60
     """The shared load balancer's idle timeout; every Ingress of the group must say the same. Default: 60."""
+    public_subnet_ids: Sequence[str] = ()
+    """The adopted VPC's public subnets (``network.existing.public_subnet_ids``), named on every Ingress of
+    the group (``alb.ingress.kubernetes.io/subnets``) so the load balancer goes there and nowhere a subnet
+    tag points. Default: none (the controller discovers subnets by their tags)."""
     extra_env: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
     """Service name -> more plain env (offerhub's public URL)."""
 
@@ -103,6 +163,7 @@ class SystemWorkloads(pulumi.ComponentResource):
         system = args.system
         self.namespace = f"{system.name}-{args.env}"
         self.urls = {}
+        behind_alb = args.settings.ingress_class == "alb" and any(s.spec.kind is ServiceKind.web for s in system.services.values())
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -111,6 +172,8 @@ class SystemWorkloads(pulumi.ComponentResource):
                     **self._labels(None),
                     "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/enforce-version": "latest",
+                    # before any pod: the webhook adds gates at pod creation only
+                    **(READINESS_GATE_INJECT if behind_alb else {}),
                 },
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -149,7 +212,8 @@ class SystemWorkloads(pulumi.ComponentResource):
         secret_name = self._secret(svc, account)
         pod_spec = self._pod_spec(svc, secret_name, account)
         gates: list[pulumi.Resource] = []
-        if migration is not None:
+        if migration is not None and not svc.held:
+            # held: its secrets or image are missing, so the Job could never finish; it runs once released
             gates.append(self._migration(svc, migration, secret_name, account))
         low, high = task_counts(svc, a.compute)
         singleton = svc.spec.kind is ServiceKind.singleton
@@ -309,6 +373,9 @@ class SystemWorkloads(pulumi.ComponentResource):
                 )
 
             probes = {"liveness_probe": probe(kube.liveness), "readiness_probe": probe(kube.readiness)}
+        lifecycle = None
+        if spec.kind is ServiceKind.web and name == svc.name:
+            lifecycle = k8s.core.v1.LifecycleArgs(pre_stop=k8s.core.v1.LifecycleHandlerArgs(sleep=k8s.core.v1.SleepActionArgs(seconds=drain_seconds(spec))))
         return k8s.core.v1.ContainerArgs(
             name=name,
             image=a.images[svc.name],
@@ -324,6 +391,7 @@ class SystemWorkloads(pulumi.ComponentResource):
                 seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
             ),
             volume_mounts=[k8s.core.v1.VolumeMountArgs(name=volume_name(p), mount_path=p) for p in spec.writable_paths],
+            lifecycle=lifecycle,
             **probes,
         )
 
@@ -337,7 +405,7 @@ class SystemWorkloads(pulumi.ComponentResource):
             service_account_name=account.metadata.name,
             automount_service_account_token=False,
             restart_policy="Never" if migration else None,
-            termination_grace_period_seconds=spec.shutdown_seconds + 5,
+            termination_grace_period_seconds=grace_seconds(spec, web=spec.kind is ServiceKind.web and migration is None),
             security_context=k8s.core.v1.PodSecurityContextArgs(
                 run_as_non_root=True,
                 run_as_user=int(user),
@@ -364,20 +432,32 @@ class SystemWorkloads(pulumi.ComponentResource):
     def _migration(
         self, svc: DeployedService, migration: Migration, secret_name: pulumi.Input[str] | None, account: k8s.core.v1.ServiceAccount
     ) -> k8s.batch.v1.Job:
-        """Run once per image, before the Deployment changes: Pulumi waits for the Job and fails with it."""
-        image = self._args.images[svc.name]
-        job_name = pulumi.Output.from_input(image).apply(lambda uri: f"{svc.name}-migrate-{revision_hash([uri])}")
+        """Run once per Job spec, before the Deployment changes: Pulumi waits for the Job and fails with it.
+
+        A Job's pod template is immutable, and Pulumi replaces a Job whose template changed; under the same
+        name that is a delete-and-recreate. Named from a hash of the whole spec (image, command, env, the
+        Secret's name, limits), any change is a new Job beside the old one, and an unchanged spec is the
+        same Job, not run again. ``replaceUnready``: a Job that failed is run again on the next ``up``
+        (deleted, then created under its name) rather than awaited again, which failed every later ``up``.
+        That delete-before-replace does not replace the Deployment: it only ``depends_on`` the Job, and
+        the engine replaces a dependent only through a property that depends on the replaced resource
+        (pulumi/pulumi pkg/resource/deploy/step_generator.go, ``calculateDependentReplacements``).
+        """
+        # not the Service's selector (``app.kubernetes.io/name`` differs): no endpoint, no readiness gate
+        labels = {**self._labels(svc), "app.kubernetes.io/name": f"{svc.name}-migrate", "app.kubernetes.io/component": "migration"}
+        spec = k8s.batch.v1.JobSpecArgs(
+            backoff_limit=1,
+            active_deadline_seconds=900,
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                spec=self._pod_spec(svc, secret_name, account, migration=migration),
+            ),
+        )
+        job_name = spec_hash(spec).apply(lambda h: f"{svc.name}-migrate-{h}")
         return k8s.batch.v1.Job(
             f"{svc.key}-migrate",
-            metadata=self._meta(job_name, svc),
-            spec=k8s.batch.v1.JobSpecArgs(
-                backoff_limit=1,
-                active_deadline_seconds=900,
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels={**self._labels(svc), "app.kubernetes.io/component": "migration"}),
-                    spec=self._pod_spec(svc, secret_name, account, migration=migration),
-                ),
-            ),
+            metadata=self._meta(job_name, svc, REPLACE_UNREADY),
+            spec=spec,
             # Pulumi waits for the Job to complete (10 minutes by default); the Job itself gives up at 15
             opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"))),
         )
@@ -468,9 +548,14 @@ class SystemWorkloads(pulumi.ComponentResource):
             "healthcheck-timeout-seconds": str(health.timeout_seconds),
             "healthy-threshold-count": str(health.healthy_threshold),
             "unhealthy-threshold-count": str(health.unhealthy_threshold),
-            "target-group-attributes": "deregistration_delay.timeout_seconds=10"
+            # as on ECS; the pods' preStop sleep covers it (drain_seconds)
+            "target-group-attributes": f"deregistration_delay.timeout_seconds={drain_seconds(svc.spec)}"
             + (",stickiness.enabled=true,stickiness.type=lb_cookie" if svc.spec.sticky else ""),
         }
+        if a.public_subnet_ids:
+            # Exclusive in an IngressGroup: every Ingress of the group names the same subnets
+            # (aws-load-balancer-controller docs/guide/ingress/annotations.md, "subnets")
+            out["subnets"] = ",".join(a.public_subnet_ids)
         if a.domain:
             out |= {"listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]), "ssl-redirect": "443", "ssl-policy": TLS_POLICY}
             if a.certificate_arn:

@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from stacks import engine
 from stacks.catalog import ServiceKind
 from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, hold_missing_images, load_platform
 from stacks.errors import ConfigError
@@ -349,6 +350,7 @@ def _workloads(
             certificate_arn=cfg.stack_config.certificate_arn,
             idle_timeout_seconds=idle_timeout,
             extra_env=public,
+            public_subnet_ids=cfg.network.existing.public_subnet_ids if cfg.network.existing else (),
         ),
         opts=pulumi.ResourceOptions(providers={"kubernetes": cluster}),
     )
@@ -443,7 +445,7 @@ def run_stack(project_dir: Path) -> Platform | None:
     resource declared, because validation finishes before the first resource is constructed.
     """
     try:
-        config = load_platform(pulumi.get_stack(), project_dir)
+        config = load_platform(pulumi.get_stack(), project_dir, engine=engine.from_program(pulumi.get_stack(), project_dir))
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
     external = pulumi.Config(PROJECT).get_secret_object("secrets")

@@ -30,9 +30,10 @@ from pydantic import Field, ValidationError, field_validator
 
 from . import edge, subnets
 from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog
+from .engine import EngineConfig, from_files
 from .errors import ConfigError, Problem, from_validation_error
 from .presets import PRESETS, Preset, deep_merge
-from .yamlio import Secure, contains_secure, read_yaml
+from .yamlio import Secure
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
 CERTIFICATES_PER_LISTENER = 25  # ALB's default quota of certificates per listener (the default one included)
@@ -128,8 +129,21 @@ class NetworkConfig(Strict):
         return cidr
 
 
+def _engine_scalar(value: Any) -> Any:
+    """A number where a string is expected: ``pulumi config set --path ... 8453`` stores an integer, which
+    is taken as its digits; a float or a boolean would lose how it was written, so it is refused."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"{value!r} is stored as a {type(value).__name__}; store it as text: `pulumi config set --path <key> '{value}' --type string`")
+    return str(value) if isinstance(value, int) else value
+
+
 class SystemDeployment(Strict):
     """One system in this stack."""
+
+    @field_validator("images", "env", "hostnames", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        return {k: _engine_scalar(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     images: dict[Name, str]
     """Image per image name of the catalog entry: a tag or digest of our ECR repository, or a full reference."""
@@ -347,14 +361,20 @@ def stack_file(project_dir: Path, stack: str) -> Path:
     return project_dir / f"Pulumi.{stack}.yaml"
 
 
-def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | None = None) -> PlatformConfig:
-    """Read and validate ``Pulumi.<stack>.yaml`` against the catalog. Raises :class:`ConfigError`."""
-    path = stack_file(project_dir, stack)
-    file = path.name
-    raw = read_yaml(path, file)
-    if not isinstance(raw, dict) or not isinstance(raw.get("config", {}), dict):
-        raise ConfigError([Problem(file, "config", "expected a mapping of configuration keys")])
-    config = raw.get("config") or {}
+def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | None = None, engine: EngineConfig | None = None) -> PlatformConfig:
+    """Validate the configuration the engine passes for ``stack`` (default: what the CLI would pass for
+    ``Pulumi.<stack>.yaml``) against the catalog. Raises :class:`ConfigError`; each problem names the
+    stack file when the key is written there, else the stack's environment or config file."""
+    engine = engine or from_files(stack, project_dir)
+    try:
+        return _load(stack, engine, catalog)
+    except ConfigError as err:
+        raise ConfigError([dataclasses.replace(p, file=engine.source(p.key)) if p.file == engine.file else p for p in err.problems]) from None
+
+
+def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -> PlatformConfig:
+    file = engine.file
+    config = {key: engine.decoded(key) for key in engine.values}
     catalog = catalog if catalog is not None else load_catalog()
 
     region = config.get("aws:region")
@@ -370,17 +390,20 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
         problems.append(Problem(file, "aws:region", f"required: an AWS region such as 'us-east-1' (got {region!r})"))
 
     secrets_tree = ours.pop("secrets", {}) or {}
-    plain_secret_problems = _plaintext_secrets(secrets_tree, file)
-    problems.extend(plain_secret_problems)
+    if f"{PROJECT}:secrets" in engine.file_config:
+        problems.extend(_plaintext_secrets(engine.file_config[f"{PROJECT}:secrets"], file))
+    elif secrets_tree and f"{PROJECT}:secrets" not in engine.secret_keys:
+        problems.extend(_plaintext_secrets(secrets_tree, file))  # from an environment, in plain text
     if problems:
         raise ConfigError(problems)
 
-    # Anything that is still a Secure marker outside ``secrets`` is a secret where none is expected.
-    for key, value in ours.items():
-        if contains_secure(value):
+    # Any other key of ours that the engine marks secret is a secret where none is expected.
+    for key in ours:
+        if f"{PROJECT}:{key}" in engine.secret_keys:
             problems.append(Problem(file, f"{PROJECT}:{key}", "holds an encrypted value; only 'platform:secrets' takes secrets"))
     if problems:
         raise ConfigError(problems)
+    ours = {k: v for k, v in ours.items() if v != ""}  # an empty project default means "not set"
 
     try:
         sc = StackConfig.model_validate(ours)
@@ -405,7 +428,7 @@ def load_platform(stack: str, project_dir: Path, catalog: dict[str, System] | No
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
     if sc.compute == "kubernetes" and sc.kubernetes is not None:
-        _kubernetes_rules(sc.kubernetes, config, systems, file)
+        _kubernetes_rules(sc.kubernetes, engine.secret_keys, systems, file)
     hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
     limit, why = (WEB_SERVICES_PER_ALB, "security group rules per direction (60)") if sc.domain else (LISTENERS_PER_ALB, "listeners per ALB (50)")
     if len(hosts) > limit:
@@ -465,10 +488,10 @@ def secret_config_path(system: str, name: str, service: str | None = None) -> st
     return f"secrets.{system}.{name}" + (f".{service}" if service else "")
 
 
-def _kubernetes_rules(k8s: KubernetesConfig, config: dict[str, Any], systems: dict[str, DeployedSystem], file: str) -> None:
+def _kubernetes_rules(k8s: KubernetesConfig, secret_keys: frozenset[str], systems: dict[str, DeployedSystem], file: str) -> None:
     """What ``compute: kubernetes`` needs beyond the model: the kubeconfig secret, and secret values Pulumi can write."""
     problems = []
-    if k8s.kubeconfig == "config" and not isinstance(config.get("kubernetes:kubeconfig"), Secure):
+    if k8s.kubeconfig == "config" and "kubernetes:kubeconfig" not in secret_keys:
         problems.append(
             Problem(
                 file,
@@ -512,7 +535,7 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
         )
     if sc.recovery and sc.recovery.dr_region == region:
         problems.append(Problem(file, f"{PROJECT}:recovery.dr_region", f"must be another region than aws:region ({region})"))
-    if sc.domain and not (sc.hosted_zone_id or sc.certificate_arn):
+    if sc.domain and sc.compute == "ecs" and not (sc.hosted_zone_id or sc.certificate_arn):  # kubernetes: below
         problems.append(
             Problem(
                 file,
@@ -537,6 +560,42 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
             )
         if sc.network.existing is None:
             problems.append(Problem(file, f"{PROJECT}:network.existing", "required with 'compute: kubernetes': the ids of the cluster's VPC and subnets"))
+        # On the cluster the AWS Load Balancer Controller makes the load balancer from the Ingresses; this
+        # program requests no certificate and writes no DNS record for it (external-dns can, from the
+        # Ingress hosts: kubernetes-sigs/external-dns docs/tutorials/aws-load-balancer-controller.md).
+        records = (
+            "DNS records are not created either: the cluster's external-dns writes them from the Ingress hosts, "
+            "or create them by hand (an alias or CNAME to the load balancer's DNS name)"
+        )
+        if sc.hosted_zone_id:
+            problems.append(
+                Problem(
+                    file,
+                    f"{PROJECT}:hosted_zone_id",
+                    "not used with 'compute: kubernetes': nothing requests a certificate or writes records in it there. Remove it and "
+                    f"set 'platform:certificate_arn' to an issued ACM certificate for the domain and one label under it. {records}",
+                )
+            )
+        alb = sc.kubernetes is None or sc.kubernetes.ingress_class == "alb"
+        if sc.domain and alb and not sc.certificate_arn:
+            problems.append(
+                Problem(
+                    file,
+                    f"{PROJECT}:certificate_arn",
+                    f"required with 'platform:domain' on 'compute: kubernetes': the ARN of an issued ACM certificate in {region} for "
+                    f"{sc.domain} and *.{sc.domain} (every web host one label under the domain), which the load balancer serves; "
+                    f"none is requested on the cluster. {records}. Or remove 'platform:domain' (HTTP on the load balancer's name)",
+                )
+            )
+        if sc.certificate_arn and not alb:
+            problems.append(
+                Problem(
+                    file,
+                    f"{PROJECT}:certificate_arn",
+                    "only applies with 'kubernetes.ingress_class: alb'; other controllers terminate TLS with the Secret "
+                    "'<service>-tls' in each namespace (e.g. from cert-manager). Remove this key",
+                )
+            )
     elif sc.kubernetes is not None:
         problems.append(Problem(file, f"{PROJECT}:kubernetes", "only applies with 'compute: kubernetes'; set it or remove this key"))
     if sc.registry.only:

@@ -36,10 +36,11 @@ def project(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def plan(stack: str, project_dir: Path = ROOT, registry: dict | None = None) -> harness.Capture:
+def plan(stack: str, project_dir: Path = ROOT, registry: dict | None = None, config: tuple | None = None) -> harness.Capture:
     """WHEN the real program runs for ``stack`` under the mock runtime. ``registry``: what ECR holds
-    (default: every image the stack file names, pushed)."""
-    return harness.run(stack, project_dir, program=lambda: run_stack(project_dir), registry=registry)
+    (default: every image the stack file names, pushed); ``config``: the engine's (values, secret keys)
+    (default: what the CLI would pass for the stack file)."""
+    return harness.run(stack, project_dir, program=lambda: run_stack(project_dir), registry=registry, config=config)
 
 
 @pytest.fixture(scope="session")

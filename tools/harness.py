@@ -30,7 +30,7 @@ from pulumi.runtime import mocks as pmocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from stacks.yamlio import Secure, contains_secure, read_yaml
+from stacks.engine import from_files
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "platform"
@@ -276,32 +276,11 @@ class _LogCollector:
 
 
 def engine_config(stack: str, project_dir: Path) -> tuple[dict[str, str], list[str]]:
-    """What the engine would hand the program for this stack file: values and secret keys.
-
-    Encrypted values cannot be decrypted offline; each becomes a placeholder (still marked secret, so
-    it is redacted everywhere it flows).
-    """
-    raw = read_yaml(project_dir / f"Pulumi.{stack}.yaml") or {}
-    values: dict[str, str] = {}
-    secret_keys: list[str] = []
-
-    def plain(node: Any, path: str) -> Any:
-        if isinstance(node, Secure):
-            # a new ciphertext (a changed value) gives a new placeholder, as a new value would
-            return f"offline-placeholder-for-{path}-{hashlib.sha256(node.ciphertext.encode()).hexdigest()[:8]}"
-        if isinstance(node, dict):
-            return {k: plain(v, f"{path}.{k}") for k, v in node.items()}
-        if isinstance(node, list):
-            return [plain(v, f"{path}[{i}]") for i, v in enumerate(node)]
-        return node
-
-    for key, value in (raw.get("config") or {}).items():
-        key = key if ":" in key else f"{PROJECT}:{key}"
-        v = plain(value, key)
-        values[key] = v if isinstance(v, str) else json.dumps(v)
-        if contains_secure(value):
-            secret_keys.append(key)
-    return values, secret_keys
+    """What the engine would hand the program for this stack: ``Pulumi.yaml``'s defaults merged with the
+    stack file, objects JSON-encoded, and the secret keys (:func:`stacks.engine.from_files`). Encrypted
+    values cannot be decrypted offline; each becomes a placeholder, still marked secret."""
+    cfg = from_files(stack, project_dir)
+    return dict(cfg.values), sorted(cfg.secret_keys)
 
 
 def pushed_images(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
@@ -326,15 +305,20 @@ def run(
     project_dir: Path = PROJECT_DIR,
     program: Callable[[], Any] | None = None,
     registry: dict[str, list[dict[str, str]]] | None = None,
+    config: tuple[dict[str, str], list[str]] | None = None,
 ) -> Capture:
     """Run ``program`` (default: the project's ``__main__.py``) for ``stack`` and return the capture.
 
     ``registry``: what ECR holds; default: every image the stack file names is pushed (:func:`pushed_images`).
+    ``config``: the engine's values and secret keys; default: :func:`engine_config` of the stack file.
     Raises whatever the program raises (``pulumi.RunError`` for a configuration error).
     """
     capture = Capture(stack=stack)
-    values, secret_keys = engine_config(stack, project_dir)
+    values, secret_keys = config or engine_config(stack, project_dir)
     region = values.get("aws:region", "us-east-1")
+    # as the language host passes them: PULUMI_CONFIG and PULUMI_CONFIG_SECRET_KEYS (and the SDK's map)
+    os.environ["PULUMI_CONFIG"] = json.dumps(values)
+    os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(secret_keys)
     pulumi.runtime.set_all_config(values, secret_keys)
     os.environ.setdefault("AWS_REGION", region)
     mocks = RecordingMocks(region, capture, pushed_images(values) if registry is None else registry)
