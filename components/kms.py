@@ -1,6 +1,7 @@
 """The environment's KMS key: encrypts secrets, RDS, ElastiCache and CloudWatch log groups.
 
-Children: ``aws:kms/key:Key`` (``<name>-key``, yearly rotation on) and ``aws:kms/alias:Alias``.
+Children: ``aws:kms/key:Key`` (``<name>-key``, yearly rotation on; protected and retained on delete with
+``protect``) and ``aws:kms/alias:Alias``.
 The key policy gives the account root full control (so IAM policies decide who uses it, the AWS
 default), lets CloudWatch Logs in this region use it for log groups of this account, which a log
 group's ``kmsKeyId`` requires, and lets CloudWatch alarms of this account publish to the encrypted
@@ -26,6 +27,10 @@ class EnvironmentKeyArgs:
     """Days a deleted key can still be recovered (7-30). Default: 30."""
     in_other_region: bool = False
     """Create the key in ``region`` rather than the provider's region (the DR copy). Default: false."""
+    protect: bool = False
+    """Pulumi ``protect`` and ``retain_on_delete`` on the key (preset ``security.protect_state``): every
+    secret, database, cache, log group and backup of the environment is encrypted with it, and a
+    scheduled key deletion makes all of them unreadable once the window ends. Default: false."""
 
 
 class EnvironmentKey(pulumi.ComponentResource):
@@ -46,7 +51,9 @@ class EnvironmentKey(pulumi.ComponentResource):
             deletion_window_in_days=args.deletion_window_days,
             policy=policy,
             region=region,
-            opts=child,
+            # protect: no delete and no replacement through Pulumi; retain_on_delete: a stack deleted
+            # anyway (after `pulumi state unprotect`) leaves the key, not a ScheduleKeyDeletion
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
         )
         aws.kms.Alias(f"{name}-alias", name=f"alias/{args.alias}", target_key_id=key.key_id, region=region, opts=child)
         self.arn = key.arn

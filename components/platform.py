@@ -44,6 +44,7 @@ from .redis_export import RedisExport, RedisExportArgs
 from .registry import Registry, RegistryArgs
 from .secrets import SystemSecrets, SystemSecretsArgs
 from .service import Connection, Service, ServiceArgs, Telemetry
+from .tags import check_default_tags, register_tag_transform
 
 HELD_WARNING = " runs no task until: "
 """Between a held service's key and what it lacks, in the warning a preview and an update print."""
@@ -99,6 +100,7 @@ def _lookup(tree: pulumi.Output[Any], path: str) -> pulumi.Output[str]:
 def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = None, kubeconfig: pulumi.Output[str] | None = None) -> Platform | None:
     """Declare every resource of the environment and export what users look for."""
     preset = cfg.preset
+    register_tag_transform(cfg.systems)
     account_id = aws.get_caller_identity_output().account_id
     registry_cfg = cfg.stack_config.registry
     registry = Registry(
@@ -110,6 +112,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             region=cfg.region,
             registry_id=registry_cfg.account_id,
             pull_accounts=registry_cfg.pull_accounts,
+            protect=preset.security.protect_state,
         ),
     )
     pulumi.export("repository_urls", registry.urls)
@@ -124,7 +127,11 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     key = EnvironmentKey(
         "key",
         EnvironmentKeyArgs(
-            account_id=account_id, region=cfg.region, alias=f"platform-{cfg.env}", deletion_window_days=preset.security.kms_deletion_window_days
+            account_id=account_id,
+            region=cfg.region,
+            alias=f"platform-{cfg.env}",
+            deletion_window_days=preset.security.kms_deletion_window_days,
+            protect=preset.security.protect_state,
         ),
     )
     network = Network(
@@ -183,6 +190,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 alias=f"platform-{cfg.env}-dr",
                 deletion_window_days=preset.security.kms_deletion_window_days,
                 in_other_region=True,
+                protect=preset.security.protect_state,
             ),
         )
         dr = DrCopy(region=recovery.dr_region, kms_key_arn=dr_key.arn, retention_days=recovery.backup_retention_days)
@@ -417,6 +425,7 @@ def _data_tier(
                 maxmemory_policy=system.redis.maxmemory_policy,
                 rotation=deployed.rotate.get("REDIS_URL", 0),
                 revoked=cfg.stack_config.systems[system.name].revoke.get("REDIS_URL", 0),
+                protect=cfg.preset.security.protect_state,
             ),
         )
         derived["REDIS_URL"] = redis.redis_url
@@ -433,6 +442,7 @@ def _data_tier(
             external_values={p: _lookup(external, p) for p in paths} if external is not None else {},
             derived_values=derived,
             rotation=deployed.rotate,
+            protect=cfg.preset.security.protect_state,
         ),
     )
     return SystemData(postgres=postgres, redis=redis, secrets=secrets)
@@ -448,6 +458,7 @@ def run_stack(project_dir: Path) -> Platform | None:
         config = load_platform(pulumi.get_stack(), project_dir, engine=engine.from_program(pulumi.get_stack(), project_dir))
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
+    check_default_tags(config.env)
     external = pulumi.Config(PROJECT).get_secret_object("secrets")
     kube = config.stack_config.kubernetes
     kubeconfig = pulumi.Config("kubernetes").require_secret("kubeconfig") if kube and kube.kubeconfig == "config" else None

@@ -54,6 +54,11 @@ class RedisArgs:
     maxmemory_policy: str
     rotation: int = 0
     """Bump to generate a new AUTH token (step 1: the old one stays valid too)."""
+    protect: bool = False
+    """Pulumi ``protect`` on the replication group (preset ``security.protect_state``): a change that
+    would replace it (``at_rest_encryption_enabled``, ``kms_key_id``, ``port``, ``subnet_group_name``, the id; terraform-provider-aws
+    ``replication_group.go``, ForceNew) or a delete stops the update instead of dropping the data.
+    Default: false."""
     revoked: int = 0
     """Step 2: the rotation whose token is the only valid one. Equal to ``rotation``: the older tokens
     are revoked (``SET``); lower: both stay valid (``ROTATE``). Default: 0 (nothing revoked)."""
@@ -130,7 +135,7 @@ class Redis(pulumi.ComponentResource):
             snapshot_window="03:30-04:30",
             maintenance_window="sun:05:00-sun:06:00",
             apply_immediately=False,
-            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="60m", update="80m", delete="60m")),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, custom_timeouts=pulumi.CustomTimeouts(create="60m", update="80m", delete="60m")),
         )
         self.security_group_id = sg.id
         self.replication_group_id = args.replication_group_id

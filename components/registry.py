@@ -15,9 +15,22 @@ tasks (``stacks.config.hold_missing_images``), and a repository that exists but 
 (dev destroyed and re-created; repositories and their policies are retained on delete) is adopted with
 ``import`` instead of failing with "already exists".
 
-Lifecycle: untagged images (pushes replaced before they were tagged) expire after 14 days; of tagged
-images the newest 200 are kept. Warning: an image older than the newest 200 that a stack still runs by
-digest would be expired; keep promotion current or raise the count.
+Lifecycle (:data:`LIFECYCLE`): an image with a ``keep-`` tag is never expired; untagged images (pushes
+replaced before they were tagged) expire after 14 days; of the rest the newest 200 are kept. ECR rules
+select by tag, never by digest, so what a stack file pins is kept through a tag: the promote workflow
+tags each digest it writes into ``Pulumi.<env>.yaml`` with :func:`keep_tag` (``keep-<env>-<digest hex>``,
+a new tag on the same manifest: ``put-image``, allowed with immutable tags). Rule 1 selects those
+images and never reaches its count, and "an image that matches the tagging requirements of a higher
+priority rule cannot be expired by a rule with a lower priority" (Amazon ECR User Guide, "Lifecycle
+policies", evaluation rules; the AWS CDK's ``addLifecycleRule({tagPrefixList: ['prod'], maxImageCount:
+9999})`` example keeps images the same way). Rule 3 still counts them among the newest 200 but cannot
+expire them. A rule with ``tagStatus: any`` must have the highest priority number (same guide,
+"Lifecycle policy properties"), so it is last. Removing a ``keep-`` tag (``batch-delete-image`` with
+that tag only removes the tag while the image has others) hands the image back to rule 3.
+
+Resources: each repository carries ``system: <system>`` (its name's first part), so ECR storage is
+split per system in Cost Explorer like the rest (:mod:`components.tags`); with ``protect`` (preset
+``security.protect_state`` of the stack that creates them) the repositories are protected too.
 
 Cost note: $0.10 per GB-month of stored images; scans on push are free (basic scanning).
 """
@@ -35,23 +48,44 @@ from stacks.config import ImageRef
 
 KEEP_TAGGED = 200
 UNTAGGED_DAYS = 14
+KEEP_PREFIX = "keep-"
+"""Images with a tag starting so are never expired: what a stack file pins (:func:`keep_tag`)."""
+KEEP_NEVER_REACHED = 9999
+"""Count of rule 1: more ``keep-`` images than this per repository is not expected (ECR holds at most
+20,000 images per repository by default)."""
 
 LIFECYCLE = {
     "rules": [
         {
+            # selects every image a stack pins; lower-priority rules cannot expire an image this rule's
+            # tag filter matches (Amazon ECR User Guide, "Lifecycle policies", evaluation rules)
             "rulePriority": 1,
+            "description": f"never expire images a stack pins (tags {KEEP_PREFIX}<env>-...)",
+            "selection": {"tagStatus": "tagged", "tagPrefixList": [KEEP_PREFIX], "countType": "imageCountMoreThan", "countNumber": KEEP_NEVER_REACHED},
+            "action": {"type": "expire"},
+        },
+        {
+            "rulePriority": 2,
             "description": f"expire untagged images after {UNTAGGED_DAYS} days",
             "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": UNTAGGED_DAYS},
             "action": {"type": "expire"},
         },
         {
-            "rulePriority": 2,
+            # `any` must come last (highest rulePriority)
+            "rulePriority": 3,
             "description": f"keep the newest {KEEP_TAGGED} images",
             "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": KEEP_TAGGED},
             "action": {"type": "expire"},
         },
     ]
 }
+
+
+def keep_tag(env: str, digest: str) -> str:
+    """The tag that keeps ``digest`` while ``Pulumi.<env>.yaml`` pins it: ``keep-prod-<64 hex>``
+    (ECR tags: up to 128 of ``[a-zA-Z0-9._-]``; one per environment and digest, so an immutable
+    repository never needs to move it)."""
+    return f"{KEEP_PREFIX}{env}-{digest.removeprefix('sha256:')}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +99,9 @@ class RegistryArgs:
     registry_id: str | None = None
     """Another account's registry to read (``registry.account_id``); None: this account's."""
     pull_accounts: Sequence[str] = field(default_factory=list)
+    protect: bool = False
+    """Pulumi ``protect`` on the repositories this stack creates (preset ``security.protect_state``).
+    They are retained on delete either way. Default: false."""
 
 
 class Registry(pulumi.ComponentResource):
@@ -95,7 +132,8 @@ class Registry(pulumi.ComponentResource):
                     image_tag_mutability="IMMUTABLE",
                     image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
                     encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
-                    opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, import_=repo_name if repo_name in existing else None),
+                    tags={"system": repo_name.split("/", 1)[0]},
+                    opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=True, import_=repo_name if repo_name in existing else None),
                 )
                 # kept with the repository: staging and prod in other accounts keep pulling while dev is
                 # rebuilt; both are upserts (PutLifecyclePolicy, SetRepositoryPolicy), so a re-created dev

@@ -50,6 +50,10 @@ class SystemSecretsArgs:
     """Replicate every secret to this region (disaster recovery). Default: none."""
     replica_kms_key_arn: pulumi.Input[str] | None = None
     """Key in ``replica_region`` that encrypts the replicas."""
+    protect: bool = False
+    """Pulumi ``protect`` on every secret (preset ``security.protect_state``): the secret holds values
+    set out of band that exist nowhere else. Versions and generated values are not protected, so a
+    rotation (a new value replaces the old one) still works. Default: false."""
 
 
 class SystemSecrets(pulumi.ComponentResource):
@@ -105,7 +109,7 @@ class SystemSecrets(pulumi.ComponentResource):
             kms_key_id=a.kms_key_arn,
             recovery_window_in_days=a.recovery_window_days,
             replicas=[aws.secretsmanager.SecretReplicaArgs(region=a.replica_region, kms_key_id=a.replica_kms_key_arn)] if a.replica_region else None,
-            opts=self._child,
+            opts=pulumi.ResourceOptions(parent=self, protect=a.protect),
         )
         self._arns[(secret_name, service)] = secret.arn
         if value is not None:

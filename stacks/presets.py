@@ -137,6 +137,12 @@ class SecurityPreset(Strict):
     """Days a deleted environment key stays recoverable. Default: 7; prod: 30."""
     secret_recovery_days: int = 0
     """Days a deleted secret stays recoverable: 0 (delete at once) or 7-30. Default: 0; staging 7; prod 30."""
+    protect_state: bool = True
+    """Pulumi ``protect`` on what holds state or the keys to it: the environment keys (also kept in AWS
+    when the stack deletes them, ``retain_on_delete``), Redis replication groups, secrets and, in the
+    stack that creates them, the ECR repositories. A protected resource is neither deleted nor replaced
+    until ``pulumi state unprotect`` (Postgres has its own ``postgres.deletion_protection``). Default:
+    true; dev opts out."""
 
     @field_validator("secret_recovery_days")
     @classmethod
@@ -213,6 +219,7 @@ class Preset(Strict):
 # Only the differences from the model defaults are written here.
 PRESETS: dict[str, dict] = {
     "dev": {
+        "security": {"protect_state": False},
         "postgres": {"deletion_protection": False, "final_snapshot": False},
         "compute": {"spot": True, "web_max_tasks": 2, "exec_enabled": True},
         "observability": {"log_level": "debug", "evaluation_minutes": 15},
@@ -242,7 +249,7 @@ PRESETS: dict[str, dict] = {
             "require_digests": True,
         },
         "logs": {"retention_days": 365},
-        "security": {"kms_deletion_window_days": 30, "secret_recovery_days": 30},
+        "security": {"kms_deletion_window_days": 30, "secret_recovery_days": 30, "protect_state": True},
         "edge": {"deletion_protection": True, "access_log_days": 365},
     },
 }

@@ -281,6 +281,7 @@ def test_web_services_get_service_ingress_and_disruption_budget(eks):
 def test_autoscaler_on_cpu_owns_the_replica_count(project):
     def prod_like(c):
         c["platform:preset"] = "prod"
+        c["aws:defaultTags"]["tags"]["environment"] = "prod"
         c["platform:systems"] = {"darwin": c["platform:systems"]["darwin"]}
         set_every_secret(c)
         for tier, ids in c["platform:network"]["existing"].items():
