@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -18,6 +19,13 @@ D = {c: "sha256:" + c * 64 for c in "abcdef"}
 
 def outputs(**systems):
     return {"image_digests": systems, "environment": "staging"}
+
+
+def entry(kind="update", result="succeeded", version=7):
+    return {"kind": kind, "result": result, "version": version, "startTime": "2026-01-01T00:00:00.000Z", "message": "", "environment": {}, "config": {}}
+
+
+SUCCEEDED = [entry(), entry(result="failed", version=6)]  # newest first, as `pulumi stack history --json` lists
 
 
 def staging_config():
@@ -78,7 +86,9 @@ def test_file_keeps_comments_order_and_quotes_and_prod_still_validates(tmp_path)
     original = (tmp_path / "Pulumi.prod.yaml").read_text()
     (tmp_path / "out.json").write_text(json.dumps(outputs(**RUNNING)))
     # WHEN staging's digests are promoted through the CLI
-    assert tool.main(["--from", "staging", "--to", "prod", "--outputs", str(tmp_path / "out.json"), "--project-dir", str(tmp_path)]) == 0
+    (tmp_path / "history.json").write_text(json.dumps(SUCCEEDED))
+    args = ["--outputs", str(tmp_path / "out.json"), "--history", str(tmp_path / "history.json"), "--project-dir", str(tmp_path)]
+    assert tool.main(["--from", "staging", "--to", "prod", *args]) == 0
     promoted = (tmp_path / "Pulumi.prod.yaml").read_text()
     # THEN only image lines differ: every comment, key order and quoted value is where it was
     old_lines, new_lines = original.splitlines(), promoted.splitlines()
@@ -102,3 +112,139 @@ def test_dev_outputs_are_promotable(plans):
     config = staging_config()
     tool.promote("dev", "staging", plans["dev"].outputs, config)
     assert all(tool.DIGEST.match(d) for s in config["platform:systems"].values() for d in s["images"].values())
+
+
+# ---------------------------------------------------------------- the source's last update must have succeeded
+
+
+@pytest.mark.parametrize(
+    ("history", "match"),
+    [
+        ([entry(result="failed")], "ended 'failed'"),
+        ([entry(result="in-progress")], "ended 'in-progress'"),
+        ([entry(kind="refresh"), entry(result="failed"), entry()], "ended 'failed'"),  # a refresh says nothing about images
+        ([entry(kind="destroy"), entry()], "destroyed"),
+        ([], "no update"),
+        ([entry(kind="refresh")], "no update"),
+        ({"kind": "update"}, "not the JSON list"),
+    ],
+)
+def test_refuses_a_source_whose_newest_update_did_not_succeed(history, match):
+    with pytest.raises(tool.PromotionError, match=match):
+        tool.check_history("staging", history)
+
+
+def test_accepts_the_newest_update_succeeding_after_a_failure():
+    tool.check_history("staging", [entry(kind="refresh", result="failed"), *SUCCEEDED])
+
+
+def _project(tmp_path, *stacks):
+    for name in ("Pulumi.yaml", *(f"Pulumi.{s}.yaml" for s in stacks)):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "out.json").write_text(json.dumps(outputs(**RUNNING)))
+    return ["--outputs", str(tmp_path / "out.json"), "--project-dir", str(tmp_path)]
+
+
+def test_cli_refuses_a_failed_source_and_leaves_the_file_alone(tmp_path, capsys):
+    args = _project(tmp_path, "prod")
+    before = (tmp_path / "Pulumi.prod.yaml").read_text()
+    (tmp_path / "history.json").write_text(json.dumps([entry(result="failed", version=9), entry(version=8)]))
+    assert tool.main(["--from", "staging", "--to", "prod", "--history", str(tmp_path / "history.json"), *args]) == 2
+    assert "newest update of staging (version 9) ended 'failed'" in capsys.readouterr().err
+    assert (tmp_path / "Pulumi.prod.yaml").read_text() == before
+
+
+# ---------------------------------------------------------------- one system
+
+
+def test_one_system_changes_only_that_system_and_needs_only_it_running():
+    config = staging_config()
+    before = copy.deepcopy(config)
+    changes = tool.promote("staging", "prod", outputs(offerhub={"api": D["e"]}), config, system="offerhub")
+    assert [(c.system, c.image, c.new) for c in changes] == [("offerhub", "api", D["e"])]
+    before["platform:systems"]["offerhub"]["images"]["api"] = D["e"]
+    assert config == before
+
+
+def test_an_unknown_system_is_refused():
+    with pytest.raises(tool.PromotionError, match="--system nope is not deployed in prod"):
+        tool.promote("staging", "prod", outputs(**RUNNING), staging_config(), system="nope")
+
+
+def test_cli_promotes_one_system(tmp_path):
+    args = _project(tmp_path, "prod")
+    (tmp_path / "history.json").write_text(json.dumps(SUCCEEDED))
+    assert tool.main(["--from", "staging", "--to", "prod", "--system", "darwin", "--history", str(tmp_path / "history.json"), *args]) == 0
+    cfg = load_platform("prod", tmp_path)
+    assert cfg.systems["darwin"].images["app"].digest == D["b"]
+    assert cfg.systems["offerhub"].images["api"].digest != D["e"]
+
+
+# ---------------------------------------------------------------- staging-eks is a staging stack
+
+
+def test_staging_eks_is_promoted_into_from_dev_only(tmp_path):
+    args = _project(tmp_path, "staging-eks")
+    (tmp_path / "history.json").write_text(json.dumps(SUCCEEDED))
+    history = ["--history", str(tmp_path / "history.json")]
+    assert tool.main(["--from", "staging", "--to", "staging-eks", *history, *args]) == 2  # staging -> staging is no step
+    assert tool.main(["--from", "dev", "--to", "staging-eks", *history, *args]) == 0
+    cfg = load_platform("staging-eks", tmp_path)
+    assert cfg.systems["twinkle"].images["worker"].digest == D["d"]
+
+
+# ---------------------------------------------------------------- rollback from git history
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True)
+
+
+def _commit_prod(tmp_path, digests, message):
+    path = tmp_path / "Pulumi.prod.yaml"
+    tool.edit_file(path, lambda config: [c for s, imgs in digests.items() for c in tool._write(config["platform:systems"][s], s, imgs, "test")])
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message)
+
+
+@pytest.fixture
+def prod_history(tmp_path):
+    """A repository whose Pulumi.prod.yaml was: the original, promotion 1 (every system), a config-only
+    commit, promotion 2 (darwin and offerhub)."""
+    _project(tmp_path, "prod")
+    _git(tmp_path, "init", "-q")
+    _commit_prod(tmp_path, {}, "initial")
+    original = tool.digests_of(yaml.safe_load((tmp_path / "Pulumi.prod.yaml").read_text())["config"])
+    _commit_prod(tmp_path, RUNNING, "promote staging -> prod")
+    first = tool.digests_of(yaml.safe_load((tmp_path / "Pulumi.prod.yaml").read_text())["config"])
+    text = (tmp_path / "Pulumi.prod.yaml").read_text().replace('CHAIN_ID: "8453"', 'CHAIN_ID: "84532"')
+    (tmp_path / "Pulumi.prod.yaml").write_text(text)
+    _commit_prod(tmp_path, {}, "config only")
+    _commit_prod(tmp_path, {"darwin": {"app": D["f"]}, "offerhub": {"api": D["a"]}}, "promote staging -> prod")
+    return tmp_path, original, first
+
+
+def test_rollback_writes_the_digests_before_the_last_promotion(prod_history, capsys):
+    tmp_path, _, first = prod_history
+    assert tool.main(["--rollback", "prod", "--project-dir", str(tmp_path)]) == 0
+    now = tool.digests_of(yaml.safe_load((tmp_path / "Pulumi.prod.yaml").read_text())["config"])
+    assert now == first
+    assert 'CHAIN_ID: "84532"' in (tmp_path / "Pulumi.prod.yaml").read_text()  # config is not rolled back
+    assert f"darwin.app: {D['f']} -> {D['b']}" in capsys.readouterr().out
+
+
+def test_rollback_of_one_system_looks_at_that_systems_history(prod_history):
+    tmp_path, original, _ = prod_history
+    # twinkle last changed in promotion 1: rolling it back goes to the original digests
+    assert tool.main(["--rollback", "prod", "--system", "twinkle", "--project-dir", str(tmp_path)]) == 0
+    now = tool.digests_of(yaml.safe_load((tmp_path / "Pulumi.prod.yaml").read_text())["config"])
+    assert now["twinkle"] == original["twinkle"]
+    assert now["darwin"] == {"app": D["f"]}  # untouched
+
+
+def test_rollback_without_an_earlier_promotion_is_refused(tmp_path, capsys):
+    _project(tmp_path, "prod")
+    _git(tmp_path, "init", "-q")
+    _commit_prod(tmp_path, {}, "initial")
+    assert tool.main(["--rollback", "prod", "--project-dir", str(tmp_path)]) == 2
+    assert "nothing to roll back to" in capsys.readouterr().err
