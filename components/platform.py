@@ -15,6 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from policy.local import enforce
 from stacks import engine
 from stacks.catalog import ServiceKind
 from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, hold_missing_images, load_platform
@@ -459,6 +460,7 @@ def run_stack(project_dir: Path) -> Platform | None:
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
     check_default_tags(config.env)
+    enforce(config.stack, config.env)  # the mandatory policies, also where no policy pack runs
     external = pulumi.Config(PROJECT).get_secret_object("secrets")
     kube = config.stack_config.kubernetes
     kubeconfig = pulumi.Config("kubernetes").require_secret("kubeconfig") if kube and kube.kubeconfig == "config" else None

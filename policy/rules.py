@@ -1,26 +1,48 @@
-"""The policies, as pure checks plus their pulumi-policy wrappers.
+"""The policies, as pure checks, and :func:`policies` wrapping them for pulumi-policy.
 
 Each check takes ``(resource_type, props, urn, config)`` (``props`` as the engine has them: camelCase
-inputs) and returns the violations as sentences. The tests run every check against resources from the
-offline plans of dev, staging and prod, compliant and broken. ``__main__.py`` only serves
-:data:`POLICIES`; building a ``PolicyPack`` starts a server, so nothing else does it.
+inputs, numbers as floats) and returns the violations as sentences. Two things run them:
 
-This module imports nothing from the program: the CLI runs the pack from its own virtualenv.
+- the policy pack (``__main__.py`` serves :func:`policies`; building a ``PolicyPack`` starts a server,
+  so nothing else does it), run by the CLI from its own virtualenv, ``policy/venv``;
+- the program itself (``policy/local.py``), which refuses what a mandatory policy forbids before the
+  resource is registered, so a ``pulumi up`` without the pack (a laptop, a self-managed backend)
+  cannot deploy what CI would block.
+
+So this module imports neither the program nor pulumi-policy at import time (the program's virtualenv
+has no pulumi-policy); :func:`policies` imports it when the pack starts.
+
+**Which stacks are "prod".** The prod-only policies follow the stack's preset (``platform:preset``,
+default the stack name, as ``stacks/config.py`` resolves it), not the stack's name: a stack called
+``prod-eu`` with preset ``prod`` is production. pulumi-policy hands a policy only its own config
+(``args.get_config()``, pulumi_policy/policy.py ``ResourceValidationArgs``), not the stack's, so the
+preset comes from two places and the stricter wins:
+
+1. the policy config, ``{"<policy>": {"preset": "prod"}}`` in ``policy/config/<stack>.json`` (CI passes
+   it per stack; a Cloud policy group passes the file given to ``pulumi policy enable --config``). The
+   schema makes ``preset`` required, so a run without it fails the pack's config validation instead of
+   treating the stack as non-prod (pulumi/pulumi pkg/resource/analyzer/config.go
+   ``validatePolicyPackConfig``). A top-level ``"preset"`` key would be parsed as a policy name with an
+   enforcement level and rejected (same file, ``parsePolicyPackConfig``), hence one per policy.
+2. the stack's own configuration, which the Python language host gives a policy pack process as
+   ``PULUMI_CONFIG``/``PULUMI_STACK`` since CLI v3.221.0 (pulumi/pulumi#21684,
+   sdk/python/cmd/pulumi-language-python/main.go ``RunPlugin``: "For policy packs we also need to
+   adjust the environment to include stack configuration"). Read by :func:`engine_preset`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 Props = Mapping[str, Any]
 Check = Callable[[str, Props, str, Mapping[str, Any]], list[str]]
 
+PROJECT = "platform"
 RDS = "aws:rds/instance:Instance"
 REDIS = "aws:elasticache/replicationGroup:ReplicationGroup"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -29,11 +51,18 @@ LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 LISTENER = "aws:lb/listener:Listener"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+INGRESS_TYPES = (INGRESS_RULE, SECURITY_GROUP_RULE, SECURITY_GROUP, DEFAULT_SECURITY_GROUP)
+"""Every resource that can open a security group: the standalone rules of both APIs and inline ingress."""
 ALB_COMPONENT = "platform:edge:Alb"
-WORLD = ("0.0.0.0/0", "::/0")
-PROTECTED_STACKS = ["prod"]
-PROTECTED_STACKS_SCHEMA = {"type": "array", "items": {"type": "string"}, "default": PROTECTED_STACKS}
-"""Config of the prod-only policies: which stacks hold production data."""
+
+MANDATORY, ADVISORY = "mandatory", "advisory"
+PROD = "prod"
+PRESETS = ["dev", "staging", "prod"]
+STACK_PRESET = "stackPreset"
+"""Key the wrapper adds to a policy's config: the preset from the stack's configuration, if the CLI gave it."""
+PRESET_SCHEMA = {"type": "string", "enum": PRESETS, "description": "platform:preset of the stack (default: its name)"}
 
 SECRET_NAME = re.compile(r"^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|ECS_ENGINE_AUTH_DATA)$|(SECRET|PASSWORD|PASS|TOKEN|API_KEY|PRIVATE_KEY|DSN)$")
 SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|://[^/\s:@]+:[^/\s@]+@|^(sk|rk)_(live|test)_|^AKIA[0-9A-Z]{16}$|^0x[0-9a-fA-F]{64}$|^xox[abp]-")
@@ -48,6 +77,37 @@ def in_alb(urn: str) -> bool:
     """Whether the resource is a child of the load balancer component."""
     types = urn.split("::")[2] if urn.count("::") >= 3 else ""
     return ALB_COMPONENT in types.split("$")
+
+
+def port(value: Any) -> str:
+    """A port as people write it: the engine's numbers are floats (``443.0``)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def engine_preset(environ: Mapping[str, str] | None = None) -> str | None:
+    """The stack's preset from the configuration the CLI hands the pack process (see the module doc).
+
+    ``platform:preset``, or the stack's name when it is unset or empty (``Pulumi.yaml`` declares it with
+    default ``""``), as ``stacks/config.py`` resolves it. ``None`` from a CLI older than v3.221.0.
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get("PULUMI_CONFIG")
+    if not raw:
+        return None
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        return None
+    project = environ.get("PULUMI_PROJECT") or PROJECT
+    preset = values.get(f"{project}:preset") if isinstance(values, dict) else None
+    return preset or environ.get("PULUMI_STACK") or None
+
+
+def is_prod(config: Mapping[str, Any]) -> bool:
+    """Production if either the policy config or the stack's configuration says preset ``prod``."""
+    return PROD in (config.get("preset"), config.get(STACK_PRESET))
 
 
 # ---------------------------------------------------------------- checks
@@ -103,11 +163,11 @@ def alb_serves_https(type_: str, props: Props, urn: str, config: Mapping[str, An
         return []
     actions = props.get("defaultActions") or []
     redirects = any(a.get("type") == "redirect" and (a.get("redirect") or {}).get("protocol") == "HTTPS" for a in actions)
-    return [] if redirects else [f"HTTP listener on port {props.get('port')} serves traffic instead of redirecting to HTTPS"]
+    return [] if redirects else [f"HTTP listener on port {port(props.get('port'))} serves traffic instead of redirecting to HTTPS"]
 
 
 def prod_data_deletion_protection(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
-    if type_ != RDS or stack_of(urn) not in config.get("protectedStacks", PROTECTED_STACKS):
+    if type_ != RDS or not is_prod(config):
         return []
     out = []
     if props.get("deletionProtection") is not True:
@@ -117,22 +177,48 @@ def prod_data_deletion_protection(type_: str, props: Props, urn: str, config: Ma
     return out
 
 
+def _is_world(cidr: Any) -> bool:
+    return isinstance(cidr, str) and cidr.strip().endswith("/0")
+
+
+def world_openings(type_: str, props: Props) -> Iterator[tuple[str, str, Any, Any]]:
+    """``(cidr, protocol, fromPort, toPort)`` of every ingress entry of the resource that admits any
+    address (a ``/0``), whichever of the four resource types declares it."""
+    if type_ == INGRESS_RULE:  # aws.vpc.SecurityGroupIngressRule: one CIDR per rule
+        for key in ("cidrIpv4", "cidrIpv6"):
+            if _is_world(props.get(key)):
+                yield props[key], str(props.get("ipProtocol", "")), props.get("fromPort"), props.get("toPort")
+        return
+    if type_ == SECURITY_GROUP_RULE:  # aws.ec2.SecurityGroupRule: type ingress or egress
+        entries = [props] if props.get("type") == "ingress" else []
+    elif type_ in (SECURITY_GROUP, DEFAULT_SECURITY_GROUP):  # inline ingress blocks
+        entries = list(props.get("ingress") or [])
+    else:
+        return
+    for entry in entries:
+        for cidr in [*(entry.get("cidrBlocks") or []), *(entry.get("ipv6CidrBlocks") or [])]:
+            if _is_world(cidr):
+                yield cidr, str(entry.get("protocol", "")), entry.get("fromPort"), entry.get("toPort")
+
+
 def world_ingress_only_on_alb(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
     low, high = (config.get("allowedPortRange") or [443, 443])[:2]
-
-    def allowed(port: Any) -> bool:
-        return port in (80, 443) or (isinstance(port, int | float) and low <= port <= high)
-
-    if type_ == INGRESS_RULE and (props.get("cidrIpv4") in WORLD or props.get("cidrIpv6") in WORLD):
+    out = []
+    for cidr, protocol, from_port, to_port in world_openings(type_, props):
+        all_traffic = protocol in ("-1", "all")
+        if all_traffic or from_port is None:
+            ports = "all ports"
+        else:
+            ports = f"{protocol} {port(from_port)}" + ("" if from_port == to_port else f"-{port(to_port)}")
         if not in_alb(urn):
-            return ["only the load balancer's security group may admit the internet"]
-        if props.get("fromPort") != props.get("toPort") or not allowed(props.get("fromPort")):
-            return [f"the internet may reach the load balancer on 80 and 443 only, not {props.get('fromPort')}-{props.get('toPort')}"]
-    if type_ == SECURITY_GROUP:
-        for rule in props.get("ingress") or []:
-            if set(rule.get("cidrBlocks") or []) & set(WORLD) or set(rule.get("ipv6CidrBlocks") or []) & set(WORLD):
-                return ["inline ingress open to the internet; the load balancer's rules are separate resources"]
-    return []
+            out.append(f"only the load balancer's security group may admit the internet ({cidr} on {ports})")
+            continue
+        tcp = protocol in ("tcp", "6")
+        web = tcp and from_port is not None and from_port == to_port and from_port in (80, 443)
+        in_range = tcp and from_port is not None and to_port is not None and low <= from_port <= to_port <= high
+        if all_traffic or not (web or in_range):
+            out.append(f"the internet may reach the load balancer on tcp 80 and 443 only, not {ports} ({cidr})")
+    return out
 
 
 def ecs_circuit_breaker(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
@@ -152,7 +238,7 @@ def ecs_read_only_root(type_: str, props: Props, urn: str, config: Mapping[str, 
 
 
 def prod_multi_az(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
-    if type_ == RDS and stack_of(urn) in config.get("protectedStacks", PROTECTED_STACKS) and props.get("multiAz") is not True:
+    if type_ == RDS and is_prod(config) and props.get("multiAz") is not True:
         return ["production database is single-AZ"]
     return []
 
@@ -165,70 +251,67 @@ class Rule:
     name: str
     description: str
     check: Check
-    level: EnforcementLevel
+    level: str
+    """``mandatory`` or ``advisory`` (pulumi-policy's ``EnforcementLevel`` values)."""
     types: tuple[str, ...]
     config: Mapping[str, Any] | None = None
+    required: tuple[str, ...] = ()
 
+
+PRESET_CONFIG = {"preset": PRESET_SCHEMA}
 
 RULES = [
-    Rule("no-public-database", "Databases are never publicly accessible.", no_public_database, EnforcementLevel.MANDATORY, (RDS,)),
-    Rule("storage-encrypted", "RDS and ElastiCache storage is encrypted.", storage_encrypted, EnforcementLevel.MANDATORY, (RDS, REDIS)),
-    Rule("redis-tls-and-auth", "Redis uses TLS in transit and an AUTH token.", redis_tls_and_auth, EnforcementLevel.MANDATORY, (REDIS,)),
-    Rule(
-        "no-secret-in-plain-env",
-        "No secret-looking name or value in a container's plain environment.",
-        no_secret_in_plain_env,
-        EnforcementLevel.MANDATORY,
-        (TASK,),
-    ),
-    Rule("finite-log-retention", "Every log group has a retention.", finite_log_retention, EnforcementLevel.MANDATORY, (LOG_GROUP,)),
-    Rule("alb-serves-https", "HTTP listeners redirect to HTTPS.", alb_serves_https, EnforcementLevel.MANDATORY, (LISTENER,)),
+    Rule("no-public-database", "Databases are never publicly accessible.", no_public_database, MANDATORY, (RDS,)),
+    Rule("storage-encrypted", "RDS and ElastiCache storage is encrypted.", storage_encrypted, MANDATORY, (RDS, REDIS)),
+    Rule("redis-tls-and-auth", "Redis uses TLS in transit and an AUTH token.", redis_tls_and_auth, MANDATORY, (REDIS,)),
+    Rule("no-secret-in-plain-env", "No secret-looking name or value in a container's plain environment.", no_secret_in_plain_env, MANDATORY, (TASK,)),
+    Rule("finite-log-retention", "Every log group has a retention.", finite_log_retention, MANDATORY, (LOG_GROUP,)),
+    Rule("alb-serves-https", "HTTP listeners redirect to HTTPS.", alb_serves_https, MANDATORY, (LISTENER,)),
     Rule(
         "prod-data-deletion-protection",
-        "Production databases have deletion protection and a final snapshot.",
+        "Production databases (preset prod) have deletion protection and a final snapshot.",
         prod_data_deletion_protection,
-        EnforcementLevel.MANDATORY,
+        MANDATORY,
         (RDS,),
-        {"protectedStacks": PROTECTED_STACKS_SCHEMA},
+        PRESET_CONFIG,
+        ("preset",),
     ),
     Rule(
         "world-ingress-only-on-alb",
         "Only the load balancer is open to the internet, on 80 and 443.",
         world_ingress_only_on_alb,
-        EnforcementLevel.MANDATORY,
-        (INGRESS_RULE, SECURITY_GROUP),
+        MANDATORY,
+        INGRESS_TYPES,
         {"allowedPortRange": {"type": "array", "items": {"type": "integer"}, "default": [443, 443]}},
     ),
-    Rule("ecs-circuit-breaker", "Every ECS service rolls back a failed deployment.", ecs_circuit_breaker, EnforcementLevel.MANDATORY, (SERVICE,)),
-    Rule("ecs-read-only-root", "Containers run with a read-only root filesystem.", ecs_read_only_root, EnforcementLevel.ADVISORY, (TASK,)),
-    Rule(
-        "prod-multi-az",
-        "Production databases are Multi-AZ.",
-        prod_multi_az,
-        EnforcementLevel.ADVISORY,
-        (RDS,),
-        {"protectedStacks": PROTECTED_STACKS_SCHEMA},
-    ),
+    Rule("ecs-circuit-breaker", "Every ECS service rolls back a failed deployment.", ecs_circuit_breaker, MANDATORY, (SERVICE,)),
+    Rule("ecs-read-only-root", "Containers run with a read-only root filesystem.", ecs_read_only_root, ADVISORY, (TASK,)),
+    Rule("prod-multi-az", "Production databases (preset prod) are Multi-AZ.", prod_multi_az, ADVISORY, (RDS,), PRESET_CONFIG, ("preset",)),
 ]
 
 
-def _validator(rule: Rule) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
-    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+def _validator(rule: Rule) -> Callable[[Any, Any], None]:
+    def validate(args: Any, report_violation: Any) -> None:
         if args.resource_type not in rule.types:
             return
-        for message in rule.check(args.resource_type, args.props, args.urn, args.get_config()):
+        config = {**args.get_config(), STACK_PRESET: engine_preset()}
+        for message in rule.check(args.resource_type, args.props, args.urn, config):
             report_violation(message, None)
 
     return validate
 
 
-POLICIES = [
-    ResourceValidationPolicy(
-        name=rule.name,
-        description=rule.description,
-        validate=_validator(rule),
-        enforcement_level=rule.level,
-        config_schema=PolicyConfigSchema(properties=dict(rule.config)) if rule.config else None,
-    )
-    for rule in RULES
-]
+def policies() -> list[Any]:
+    """The pulumi-policy ``ResourceValidationPolicy`` of every rule (imports pulumi-policy)."""
+    from pulumi_policy import EnforcementLevel, PolicyConfigSchema, ResourceValidationPolicy
+
+    return [
+        ResourceValidationPolicy(
+            name=rule.name,
+            description=rule.description,
+            validate=_validator(rule),
+            enforcement_level=EnforcementLevel(rule.level),
+            config_schema=PolicyConfigSchema(properties=dict(rule.config), required=list(rule.required) or None) if rule.config else None,
+        )
+        for rule in RULES
+    ]

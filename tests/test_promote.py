@@ -248,3 +248,18 @@ def test_rollback_without_an_earlier_promotion_is_refused(tmp_path, capsys):
     _commit_prod(tmp_path, {}, "initial")
     assert tool.main(["--rollback", "prod", "--project-dir", str(tmp_path)]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err
+
+
+def test_the_workflow_keeps_every_digest_a_stack_pins(capsys):
+    # GIVEN prod's file: each digest it pins gets the keep- tag the lifecycle policy never expires
+    from components.registry import LIFECYCLE, keep_tag
+
+    assert tool.main(["--pinned", "prod"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 8 and all(tag == keep_tag("prod", digest) and repo.count("/") == 1 for repo, digest, tag in lines)
+    keep = LIFECYCLE["rules"][0]["selection"]
+    assert all(any(tag.startswith(prefix) for prefix in keep["tagPrefixList"]) for _, _, tag in lines)
+    # AND promote.yml tags them right after the update and its check
+    steps = yaml.safe_load((ROOT / ".github/workflows/promote.yml").read_text())["jobs"]["up"]["steps"]
+    names = [s.get("name", "") for s in steps]
+    assert names.index("Keep the images this stack now pins") > names.index("Verify every service runs this update's task definition")

@@ -36,6 +36,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from components.registry import keep_tag
+
 ORDER = ("dev", "staging", "prod")
 SUCCEEDED = "succeeded"
 DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -246,6 +248,18 @@ def _read_json(path: str) -> Any:
         raise PromotionError(f"cannot read {path}: {err}") from None
 
 
+def pinned(stack: str, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(repository, digest, keep tag) for every image of our registry that ``Pulumi.<stack>.yaml`` pins by
+    digest: what the promote workflow tags so the lifecycle policy never expires it
+    (components/registry.py, rule 1)."""
+    out = []
+    for system, dep in sorted((config.get("platform:systems") or {}).items()):
+        for image, ref in sorted(((dep or {}).get("images") or {}).items()):
+            if isinstance(ref, str) and ref.startswith("sha256:"):
+                out.append((f"{system}/{image}", ref, keep_tag(stack, ref)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.promote", description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", choices=ORDER)
@@ -255,10 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", metavar="FILE", help="the source's `pulumi stack output --json`; default: ask the Pulumi CLI")
     parser.add_argument("--history", metavar="FILE", help="the source's `pulumi stack history --json`; default: ask the Pulumi CLI")
     parser.add_argument("--source-stack", help="the source's stack name for the Pulumi CLI (e.g. org/dev); default: --from")
+    parser.add_argument("--pinned", metavar="STACK", help="print `<repository> <digest> <keep tag>` for each digest STACK's file pins")
     parser.add_argument("--project-dir", default=str(PROJECT_DIR), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     project = Path(args.project_dir)
     try:
+        if args.pinned:
+            path = project / f"Pulumi.{args.pinned}.yaml"
+            if not path.exists():
+                raise PromotionError(f"{path.name} does not exist")
+            for line in pinned(args.pinned, (_yaml().load(path.read_text(encoding="utf-8")) or {}).get("config") or {}):
+                print(" ".join(line))
+            return 0
         if args.rollback:
             if args.source or args.target or args.outputs or args.history:
                 raise PromotionError("--rollback takes only --system")
