@@ -524,15 +524,20 @@ def test_the_real_program_under_enforcement_registers_every_stack_unchanged(monk
     assert {r.urn: r.inputs for r in enforced.resources} == {r.urn: r.inputs for r in plain.resources}
 
 
-def test_the_real_program_refuses_an_unprotected_prod_database_in_a_stack_not_named_prod(monkeypatch, tmp_path):
-    """prod-eu, preset prod, deletion protection acknowledged off in the stack file: the config layer lets
-    it through, the pack (preset prod) would block it in CI, and the program blocks it everywhere."""
+def unprotected_prod_eu(monkeypatch, tmp_path) -> None:
+    """A copy of prod named prod-eu (preset prod) with deletion protection acknowledged off."""
     monkeypatch.setattr(harness, "RecordingMonitor", TransformingMonitor)
     data = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
     data["config"]["platform:preset"] = "prod"
     data["config"]["platform:overrides"] = {"postgres": {"deletion_protection": False}, "acknowledge_unprotected_data": True}
     (tmp_path / "Pulumi.prod-eu.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+
+
+def test_the_real_program_refuses_an_unprotected_prod_database_in_a_stack_not_named_prod(monkeypatch, tmp_path):
+    """prod-eu, preset prod, deletion protection acknowledged off in the stack file: the config layer lets
+    it through, the pack (preset prod) would block it in CI, and the program blocks it everywhere."""
+    unprotected_prod_eu(monkeypatch, tmp_path)
     with pytest.raises(pulumi.RunError) as err:
         plan_enforced("prod-eu", tmp_path, "prod")
     assert re.match(r"\w+-db-instance \(aws:rds/instance:Instance\) breaks the mandatory policies", str(err.value))
@@ -540,15 +545,8 @@ def test_the_real_program_refuses_an_unprotected_prod_database_in_a_stack_not_na
 
 
 def test_run_stack_enforces_the_mandatory_policies(monkeypatch, tmp_path):
-    """Once components/platform.py run_stack calls ``policy.local.enforce``, the shipped program refuses
-    the same prod-eu stack by itself."""
-    if "enforce(" not in (ROOT / "components" / "platform.py").read_text():
-        pytest.skip("components/platform.py run_stack does not call policy.local.enforce yet")
-    monkeypatch.setattr(harness, "RecordingMonitor", TransformingMonitor)
-    data = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
-    data["config"]["platform:preset"] = "prod"
-    data["config"]["platform:overrides"] = {"postgres": {"deletion_protection": False}, "acknowledge_unprotected_data": True}
-    (tmp_path / "Pulumi.prod-eu.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    """components/platform.py run_stack calls ``policy.local.enforce``: the shipped program refuses the
+    same prod-eu stack by itself."""
+    unprotected_prod_eu(monkeypatch, tmp_path)
     with pytest.raises(pulumi.RunError, match="prod-data-deletion-protection"):
         harness.run("prod-eu", tmp_path, program=lambda: run_stack(tmp_path))
