@@ -211,8 +211,14 @@ class Preset(Strict):
 
     @model_validator(mode="after")
     def _prod_data_protected(self) -> Preset:
-        if self.compute.require_digests and not self.postgres.deletion_protection and not self.acknowledge_unprotected_data:
-            raise ValueError("postgres.deletion_protection is off in a production preset; set overrides.acknowledge_unprotected_data: true if you mean it")
+        if self.compute.require_digests and not self.acknowledge_unprotected_data:
+            if not self.postgres.deletion_protection:
+                raise ValueError("postgres.deletion_protection is off in a production preset; set overrides.acknowledge_unprotected_data: true if you mean it")
+            if not self.security.protect_state:
+                raise ValueError(
+                    "security.protect_state is off in a production preset (keys, caches, secrets, repositories could be deleted by one "
+                    "command); set overrides.acknowledge_unprotected_data: true if you mean it"
+                )
         return self
 
 

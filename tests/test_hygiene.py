@@ -306,3 +306,21 @@ def test_every_pinned_digest_has_a_keep_tag_rule_one_selects(stack):
     for digest in digests:
         tag = reg.keep_tag(stack, digest)
         assert tag.startswith(reg.KEEP_PREFIX) and len(tag) <= 128 and all(c.isalnum() or c in "._-" for c in tag)
+
+
+def test_prod_state_unprotected_needs_the_acknowledgement(project):
+    # The loader's prod-data rule covers the protected state like Postgres's deletion protection.
+    from stacks.config import load_platform
+    from stacks.errors import ConfigError
+
+    def unprotect(c):
+        c["platform:overrides"] = {"security": {"protect_state": False}}
+
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("prod", unprotect))
+    assert "security.protect_state is off in a production preset" in err.value.problems[0].message
+
+    def acknowledged(c):
+        c["platform:overrides"] = {"security": {"protect_state": False}, "acknowledge_unprotected_data": True}
+
+    assert load_platform("test", project("prod", acknowledged)).preset.security.protect_state is False
