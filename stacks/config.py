@@ -308,6 +308,10 @@ class DeployedService:
         """Held at zero tasks until its secrets have values and what it waits for runs."""
         return bool(self.missing_secrets or self.waits_for_held or self.missing_image)
 
+    def released(self) -> DeployedService:
+        """This service once nothing holds it: what it runs in steady state."""
+        return dataclasses.replace(self, missing_secrets=(), waits_for_held=(), missing_image=None)
+
 
 @dataclass(frozen=True)
 class DeployedSystem:
@@ -504,10 +508,8 @@ def _kubernetes_rules(k8s: KubernetesConfig, secret_keys: frozenset[str], system
         for system in systems.values():
             have = {p for paths in system.external_secrets.values() for p in paths}
             for svc in system.services.values():
-                for name in svc.spec.secrets:
-                    spec = system.system.secrets[name]
-                    path = secret_config_path(system.name, name, svc.name if spec.per_service else None)
-                    if spec.source is SecretSource.external and path not in have:
+                for path in _external_paths(system.system, svc.name):
+                    if path not in have:
                         missing.setdefault(path, []).append(svc.key)
         for path, users in missing.items():
             problems.append(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
@@ -363,16 +362,13 @@ def test_rotating_the_database_password_rolls_every_database_user(project):
 
 
 def test_task_counts_by_kind():
-    def released(svc):
-        return dataclasses.replace(svc, missing_secrets=(), waits_for_held=())
-
     cfg = load_platform("prod", ROOT)
     c = cfg.preset.compute
-    assert task_counts(released(cfg.systems["twinkle"].services["indexer"]), c) == (1, 1)
-    assert task_counts(released(cfg.systems["darwin"].services["app"]), c) == (3, 6)
-    assert task_counts(released(cfg.systems["starkdca"].services["worker"]), c) == (1, 1)
+    assert task_counts(cfg.systems["twinkle"].services["indexer"].released(), c) == (1, 1)
+    assert task_counts(cfg.systems["darwin"].services["app"].released(), c) == (3, 6)
+    assert task_counts(cfg.systems["starkdca"].services["worker"].released(), c) == (1, 1)
     dev = load_platform("dev", ROOT)
-    assert task_counts(released(dev.systems["offerhub"].services["api"]), dev.preset.compute) == (1, 1)
+    assert task_counts(dev.systems["offerhub"].services["api"].released(), dev.preset.compute) == (1, 1)
     # the shipped stack files set no external secret: every service is held at zero, never autoscaled
     assert task_counts(cfg.systems["darwin"].services["app"], c) == (0, 0)
 

@@ -11,7 +11,6 @@ the smallest instance that has its task's memory.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -54,8 +53,7 @@ def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
 def running_counts(cfg: PlatformConfig) -> dict[str, int]:
     """Tasks each ECS service runs once it is released (its secrets set): what a month costs in steady
     state. A first plan holds services at zero, which says nothing about the bill."""
-    released = (dataclasses.replace(svc, missing_secrets=(), waits_for_held=()) for svc in cfg.services())
-    return {svc.key: task_counts(svc, cfg.preset.compute)[0] for svc in released}
+    return {svc.key: task_counts(svc.released(), cfg.preset.compute)[0] for svc in cfg.services()}
 
 
 def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | None = None, running: Mapping[str, int] | None = None) -> list[Line]:
