@@ -113,8 +113,6 @@ class Registry(pulumi.ComponentResource):
         self.urls: dict[str, pulumi.Output[str]] = {}
         """Repository name -> URL to push to (``docker push <url>:<tag>``)."""
         self._arns: dict[str, pulumi.Output[str]] = {}
-        self._names: dict[str, pulumi.Input[str]] = {}
-        self._digests: dict[tuple[str, str], pulumi.Output[str]] = {}
         # What is in each repository now, read once per run (also in a preview): a service whose image is
         # not there yet is held at zero tasks instead of failing, and a tag resolves to its digest here.
         existing = set(aws.ecr.get_repositories().names) if args.create else set(args.repositories)
@@ -144,12 +142,10 @@ class Registry(pulumi.ComponentResource):
                     aws.ecr.RepositoryPolicy(f"{name}-{slug}-pull", repository=repo.name, policy=json.dumps(_pull_policy(args.pull_accounts)), opts=kept)
                 self.urls[repo_name] = repo.repository_url
                 self._arns[repo_name] = repo.arn
-                self._names[repo_name] = repo.name  # lookups wait for the repository
             else:
                 account = pulumi.Output.from_input(args.account_id)
                 self.urls[repo_name] = account.apply(lambda a, r=repo_name: f"{a}.dkr.ecr.{args.region}.amazonaws.com/{r}")
                 self._arns[repo_name] = account.apply(lambda a, r=repo_name: f"arn:aws:ecr:{args.region}:{a}:repository/{r}")
-                self._names[repo_name] = repo_name
         self.register_outputs({})
 
     def pushed(self, repository: str, ref: ImageRef) -> bool:
