@@ -114,12 +114,13 @@ def _level(rule: rules.Rule, given: Mapping[str, Any]) -> str:
     return level
 
 
-def _rule_config(rule: rules.Rule, given: Mapping[str, Any], preset: str) -> dict[str, Any]:
-    """Schema defaults, then the file's properties, plus the stack's preset (``rules.STACK_PRESET``)."""
+def _rule_config(rule: rules.Rule, given: Mapping[str, Any], preset: str, protect: bool | None) -> dict[str, Any]:
+    """Schema defaults, then the file's properties, plus the stack's preset (``rules.STACK_PRESET``) and
+    the resource's ``protect`` option (``rules.PROTECT``)."""
     defaults = {k: v["default"] for k, v in (rule.config or {}).items() if "default" in v}
     entry = given.get(rule.name)
     props = {k: v for k, v in entry.items() if k != "enforcementLevel"} if isinstance(entry, Mapping) else {}
-    return {**defaults, **props, rules.STACK_PRESET: preset}
+    return {**defaults, **props, rules.STACK_PRESET: preset, rules.PROTECT: protect}
 
 
 def urn_of(stack: str, type_: str, name: str, parent_urn: str = "") -> str:
@@ -132,13 +133,13 @@ def urn_of(stack: str, type_: str, name: str, parent_urn: str = "") -> str:
     return f"urn:pulumi:{stack}::{rules.PROJECT}::{qualified}::{name}"
 
 
-def check_resource(type_: str, inputs: Mapping[str, Any], stack_config: Mapping[str, Any], *, urn: str | None = None) -> list[str]:
+def check_resource(type_: str, inputs: Mapping[str, Any], stack_config: Mapping[str, Any], *, urn: str | None = None, protect: bool | None = None) -> list[str]:
     """The violations of every rule enforced as mandatory for this stack, ``"<policy>: <message>"``.
 
     ``inputs``: the resource's inputs as the engine has them (camelCase). ``stack_config``: ``stack``
     (its name), ``preset`` (``platform:preset``, default the name) and optionally ``policy_config``
     (default: ``policy/config/<stack>.json``). ``urn`` places the resource (the load balancer's
-    children may admit the internet); default: a top-level resource.
+    children may admit the internet); default: a top-level resource. ``protect``: its Pulumi option.
     """
     stack = str(stack_config.get("stack") or pulumi.get_stack())
     preset = str(stack_config.get("preset") or stack)
@@ -152,7 +153,7 @@ def check_resource(type_: str, inputs: Mapping[str, Any], stack_config: Mapping[
         if type_ not in rule.types or _level(rule, given) != rules.MANDATORY:
             continue
         try:
-            found = rule.check(type_, props, urn, _rule_config(rule, given, preset))
+            found = rule.check(type_, props, urn, _rule_config(rule, given, preset, protect))
         except UnknownValue:
             continue  # a preview: the update checks the known value
         out += [f"{rule.name}: {message}" for message in found]
@@ -168,7 +169,9 @@ def transform(stack: str, preset: str) -> Any:
             return None  # components hold no settings the rules read
         parent = args.opts.parent if args.opts is not None else None
         parent_urn = await pulumi.Output.from_input(parent.urn).future() if parent is not None else ""
-        violations = check_resource(args.type_, args.props, stack_config, urn=urn_of(stack, args.type_, args.name, parent_urn or ""))
+        protect = args.opts.protect if args.opts is not None else None
+        urn = urn_of(stack, args.type_, args.name, parent_urn or "")
+        violations = check_resource(args.type_, args.props, stack_config, urn=urn, protect=protect)
         if violations:
             message = (
                 f"{args.name} ({args.type_}) breaks the mandatory policies of policy/rules.py that CI enforces; "

@@ -56,12 +56,22 @@ SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_TYPES = (INGRESS_RULE, SECURITY_GROUP_RULE, SECURITY_GROUP, DEFAULT_SECURITY_GROUP)
 """Every resource that can open a security group: the standalone rules of both APIs and inline ingress."""
 ALB_COMPONENT = "platform:edge:Alb"
+KMS_KEY = "aws:kms/key:Key"
+SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a resource type, not a password
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+STATE_TYPES = (KMS_KEY, REDIS, SECRET, ECR_REPOSITORY)
+"""What holds prod state or the keys to it besides the database (which has its own rule): the
+environment keys, the caches, the secrets, the image repositories."""
 
 MANDATORY, ADVISORY = "mandatory", "advisory"
 PROD = "prod"
 PRESETS = ["dev", "staging", "prod"]
 STACK_PRESET = "stackPreset"
 """Key the wrapper adds to a policy's config: the preset from the stack's configuration, if the CLI gave it."""
+PROTECT = "resourceProtect"
+"""Key the wrapper adds to a policy's config: the resource's Pulumi ``protect`` option. It is an option,
+not an input, so it is not in ``props``; pulumi-policy hands it over as ``args.opts.protect``
+(pulumi_policy/policy.py ``PolicyResourceOptions``), the program's transform as ``args.opts.protect``."""
 PRESET_SCHEMA = {"type": "string", "enum": PRESETS, "description": "platform:preset of the stack (default: its name)"}
 
 SECRET_NAME = re.compile(r"^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|ECS_ENGINE_AUTH_DATA)$|(SECRET|PASSWORD|PASS|TOKEN|API_KEY|PRIVATE_KEY|DSN)$")
@@ -177,6 +187,16 @@ def prod_data_deletion_protection(type_: str, props: Props, urn: str, config: Ma
     return out
 
 
+def prod_state_protected(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
+    """Prod keys, caches, secrets and repositories carry Pulumi ``protect``: no ``pulumi destroy``, no
+    replacement and no removal from the program deletes them until ``pulumi state unprotect``. Skipped
+    when the caller does not know the option (``None``); the engine always passes it."""
+    if type_ not in STATE_TYPES or not is_prod(config) or config.get(PROTECT) is not False:
+        return []
+    what = {KMS_KEY: "KMS key", REDIS: "ElastiCache replication group", SECRET: "secret", ECR_REPOSITORY: "ECR repository"}[type_]
+    return [f"production {what} without Pulumi protect (preset security.protect_state)"]
+
+
 def _is_world(cidr: Any) -> bool:
     return isinstance(cidr, str) and cidr.strip().endswith("/0")
 
@@ -277,6 +297,15 @@ RULES = [
         ("preset",),
     ),
     Rule(
+        "prod-state-protected",
+        "Production KMS keys, caches, secrets and ECR repositories (preset prod) have Pulumi protect.",
+        prod_state_protected,
+        MANDATORY,
+        STATE_TYPES,
+        PRESET_CONFIG,
+        ("preset",),
+    ),
+    Rule(
         "world-ingress-only-on-alb",
         "Only the load balancer is open to the internet, on 80 and 443.",
         world_ingress_only_on_alb,
@@ -294,7 +323,8 @@ def _validator(rule: Rule) -> Callable[[Any, Any], None]:
     def validate(args: Any, report_violation: Any) -> None:
         if args.resource_type not in rule.types:
             return
-        config = {**args.get_config(), STACK_PRESET: engine_preset()}
+        protect = args.opts.protect if args.opts is not None else None
+        config = {**args.get_config(), STACK_PRESET: engine_preset(), PROTECT: protect}
         for message in rule.check(args.resource_type, args.props, args.urn, config):
             report_violation(message, None)
 

@@ -21,7 +21,7 @@ from pulumi.resource import DependencyResource
 from pulumi.runtime import rpc
 from pulumi.runtime._callbacks import _CallbackServicer
 from pulumi.runtime.proto import resource_pb2
-from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+from pulumi_policy import EnforcementLevel, PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
 from components.platform import run_stack
 from policy import local, rules
@@ -57,15 +57,22 @@ def level(rule, stack: str) -> str:
     return stack_config(stack).get(rule.name, {}).get("enforcementLevel", rule.level)
 
 
-def violations(name: str, resource, stack: str = "prod", inputs: dict | None = None, urn: str | None = None, config: dict | None = None) -> list[str]:
-    """Run one policy through its real pulumi-policy wrapper, the way the engine calls it."""
+def options(protect: bool) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+
+
+def violations(
+    name: str, resource, stack: str = "prod", inputs: dict | None = None, urn: str | None = None, config: dict | None = None, protect: bool | None = None
+) -> list[str]:
+    """Run one policy through its real pulumi-policy wrapper, the way the engine calls it (with the
+    resource's options: ``protect`` as registered unless given)."""
     found: list[str] = []
     args = ResourceValidationArgs(
         resource_type=resource.type,
         props=inputs if inputs is not None else resource.inputs,
         urn=urn or resource.urn,
         name=resource.name,
-        opts=None,
+        opts=options(resource.options.get("protect", False) if protect is None else protect),
         provider=None,
         config=config if config is not None else rule_config(BY_NAME[name], stack),
     )
@@ -110,10 +117,11 @@ def test_each_stack_passes_every_mandatory_policy_with_its_config(plans, stack):
 
 
 def test_dev_config_only_relaxes_what_a_domainless_stack_needs():
-    relaxed = {k: v for k, v in stack_config("dev").items() if k not in ("prod-data-deletion-protection", "prod-multi-az")}
+    preset_only = ("prod-data-deletion-protection", "prod-multi-az", "prod-state-protected")
+    relaxed = {k: v for k, v in stack_config("dev").items() if k not in preset_only}
     assert relaxed == {"alb-serves-https": {"enforcementLevel": "advisory"}, "world-ingress-only-on-alb": {"allowedPortRange": [8000, 8999]}}
     for stack in ("staging", "prod", "staging-eks"):
-        assert set(stack_config(stack)) == {"prod-data-deletion-protection", "prod-multi-az"}, stack
+        assert set(stack_config(stack)) == set(preset_only), stack
     assert all(name in BY_NAME for stack in ("dev", "staging", "prod") for name in stack_config(stack))
 
 
@@ -181,6 +189,43 @@ def test_prod_data_deletion_protection(plans):
     assert violations("prod-data-deletion-protection", db, inputs=broken(db, deletionProtection=False))
     assert violations("prod-data-deletion-protection", db, inputs=broken(db, skipFinalSnapshot=True))
     assert violations("prod-data-deletion-protection", first(plans["dev"], rules.RDS), stack="dev") == []  # dev may be destroyed
+
+
+def test_prod_state_protected(plans):
+    """Issue 14 part 5: prod's keys, caches, secrets and repositories carry ``protect``; the rule reads the
+    option pulumi-policy hands over (``args.opts.protect``), not an input."""
+    prod = plans["prod"]
+    held = [r for r in prod.resources if r.type in rules.STATE_TYPES]
+    assert {r.type for r in held} >= {rules.KMS_KEY, rules.REDIS, rules.SECRET}
+    for resource in held:
+        assert resource.options["protect"], resource.name
+        assert violations("prod-state-protected", resource) == []
+    key, cache, secret = first(prod, rules.KMS_KEY), first(prod, rules.REDIS), first(prod, rules.SECRET)
+    assert violations("prod-state-protected", key, protect=False) == ["production KMS key without Pulumi protect (preset security.protect_state)"]
+    assert violations("prod-state-protected", cache, protect=False) == [
+        "production ElastiCache replication group without Pulumi protect (preset security.protect_state)"
+    ]
+    assert violations("prod-state-protected", secret, protect=False) == ["production secret without Pulumi protect (preset security.protect_state)"]
+    # staging is not held to it; the local check sees the option the transform passes
+    assert violations("prod-state-protected", first(plans["staging"], rules.KMS_KEY), stack="staging", protect=False) == []
+    config = {"stack": "prod-eu", "preset": "prod"}
+    assert local.check_resource(cache.type, cache.inputs, config, urn=cache.urn, protect=True) == []
+    assert local.check_resource(cache.type, cache.inputs, config, urn=cache.urn, protect=False) == [
+        "prod-state-protected: production ElastiCache replication group without Pulumi protect (preset security.protect_state)"
+    ]
+
+
+def test_the_transform_reads_the_protect_option(plans):
+    key = first(plans["prod"], rules.KMS_KEY)
+    transform = local.transform("prod", "prod")
+
+    async def call(protect: bool) -> None:
+        args = pulumi.ResourceTransformArgs(custom=True, type_=key.type, name=key.name, props=key.inputs, opts=pulumi.ResourceOptions(protect=protect))
+        await transform(args)
+
+    asyncio.run(call(True))
+    with pytest.raises(pulumi.RunError, match="prod-state-protected: production KMS key without Pulumi protect"):
+        asyncio.run(call(False))
 
 
 def test_world_ingress_only_on_alb(plans):
@@ -495,7 +540,12 @@ class TransformingMonitor(harness.RecordingMonitor):
             for token in self.tokens:
                 servicer = next(s for s in _CallbackServicer._servicers if token in s._callbacks)
                 transform_request = resource_pb2.TransformRequest(
-                    type=request.type, name=request.name, custom=request.custom, parent=request.parent, properties=request.object
+                    type=request.type,
+                    name=request.name,
+                    custom=request.custom,
+                    parent=request.parent,
+                    properties=request.object,
+                    options=resource_pb2.TransformResourceOptions(protect=request.protect),
                 )
                 callback = servicer._callbacks[token](transform_request.SerializeToString())
                 response = asyncio.run_coroutine_threadsafe(callback, servicer._loop).result()
