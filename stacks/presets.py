@@ -89,6 +89,9 @@ class RedisPreset(Strict):
     """Daily snapshots kept. Default: 1; prod: 7."""
     multi_az: bool | None = None
     """Replica in another AZ with automatic failover. Default: on when ``nodes`` > 1."""
+    final_snapshot: bool = True
+    """Take a final snapshot when the replication group is deleted (``final_snapshot_identifier``),
+    kept until deleted by hand. Default: true; dev opts out."""
 
     @model_validator(mode="after")
     def _multi_az_needs_a_replica(self) -> RedisPreset:
@@ -143,6 +146,11 @@ class SecurityPreset(Strict):
     stack that creates them, the ECR repositories. A protected resource is neither deleted nor replaced
     until ``pulumi state unprotect`` (Postgres has its own ``postgres.deletion_protection``). Default:
     true; dev opts out."""
+    break_glass_role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$", max_length=2048)
+    """IAM role ARN that alone may schedule the deletion of, or disable, a protected environment key
+    (``protect_state``): the key policy denies ``kms:ScheduleKeyDeletion`` and ``kms:DisableKey`` to every
+    other principal, the account root included. Unset: nobody may, until the key policy is changed (the
+    key administrators keep ``kms:PutKeyPolicy``). Default: unset."""
 
     @field_validator("secret_recovery_days")
     @classmethod
@@ -201,7 +209,8 @@ class Preset(Strict):
     edge: EdgePreset = EdgePreset()
     observability: ObservabilityPreset = ObservabilityPreset()
     acknowledge_unprotected_data: bool = False
-    """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection."""
+    """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection,
+    a final snapshot (Postgres or Redis) or ``security.protect_state``."""
 
     @model_validator(mode="after")
     def _no_exec_in_production(self) -> Preset:
@@ -214,6 +223,10 @@ class Preset(Strict):
         if self.compute.require_digests and not self.acknowledge_unprotected_data:
             if not self.postgres.deletion_protection:
                 raise ValueError("postgres.deletion_protection is off in a production preset; set overrides.acknowledge_unprotected_data: true if you mean it")
+            if not self.postgres.final_snapshot:
+                raise ValueError("postgres.final_snapshot is off in a production preset; set overrides.acknowledge_unprotected_data: true if you mean it")
+            if not self.redis.final_snapshot:
+                raise ValueError("redis.final_snapshot is off in a production preset; set overrides.acknowledge_unprotected_data: true if you mean it")
             if not self.security.protect_state:
                 raise ValueError(
                     "security.protect_state is off in a production preset (keys, caches, secrets, repositories could be deleted by one "
@@ -227,6 +240,7 @@ PRESETS: dict[str, dict] = {
     "dev": {
         "security": {"protect_state": False},
         "postgres": {"deletion_protection": False, "final_snapshot": False},
+        "redis": {"final_snapshot": False},
         "compute": {"spot": True, "web_max_tasks": 2, "exec_enabled": True},
         "observability": {"log_level": "debug", "evaluation_minutes": 15},
     },
