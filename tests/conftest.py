@@ -77,3 +77,21 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> harness.Capture:
     """The prod stack once its external secrets are set: every service runs. Most control-id tests read
     this steady state; ``plans["prod"]`` is the shipped file, a first deploy with every service held."""
     return plan_released("prod", tmp_path_factory.mktemp("prod-released"))
+
+
+@pytest.fixture(scope="session")
+def scanned(prod: harness.Capture) -> dict:
+    """checkov over the prod plan, once per session (tools/scan.py: one checkov process, ~15 s of CPU). Two
+    plans: ``"prod"``; ``"prod-cut"``, the same with the ALB log bucket's public access block removed and
+    the export bucket's one cut off from its bucket (no dependencies, so no reference), where the
+    connected check CKV2_AWS_6 must fail for both."""
+    import dataclasses
+
+    from tools import scan
+
+    cut = [
+        dataclasses.replace(r, dependencies=[], property_dependencies={}) if r.name == "redis-export-export-private" else r
+        for r in prod.resources
+        if r.name != "alb-logs-private"
+    ]
+    return scan.scan({"prod": prod, "prod-cut": harness.Capture(prod.stack, cut)})
