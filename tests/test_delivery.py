@@ -26,9 +26,12 @@ with warnings.catch_warnings():
 IAM = ROOT / "docs" / "iam"
 ISSUER = "token.actions.githubusercontent.com"
 STACKS = ("dev", "staging", "prod")
-ROLES = {f"github-deploy-{s}": f"repo:<ORG>/<REPO>:environment:{s}" for s in STACKS} | {
-    f"github-preview-{s}": f"repo:<ORG>/<REPO>:environment:preview-{s}" for s in STACKS
-}
+ROLES = (
+    {f"github-deploy-{s}": f"repo:<ORG>/<REPO>:environment:{s}" for s in STACKS}
+    | {f"github-preview-{s}": f"repo:<ORG>/<REPO>:environment:preview-{s}" for s in STACKS}
+    # the nightly drift check (.github/workflows/drift.yml; its permissions: tests/test_drift.py)
+    | {f"github-drift-{s}": f"repo:<ORG>/<REPO>:environment:drift-{s}" for s in STACKS}
+)
 SAMPLE = {
     "<ACCOUNT_ID>": "123456789012",
     "<ORG>": "my-org",
@@ -49,6 +52,9 @@ ALLOWED = {
     },
     "preview": {
         "RESOURCE_STAR": "read-only Describe/List/Get calls on auto-named resources; no secret values, no decrypt (explicit Deny)",
+    },
+    "drift": {
+        "RESOURCE_STAR": "the preview role's reads plus what a refresh reads (budgets:ViewBudget, lambda:GetFunction ...); no secret values, no decrypt",
     },
 }
 DATA_READS = {"secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "ssm:GetParameter", "ssm:GetParameters"}

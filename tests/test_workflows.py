@@ -82,7 +82,7 @@ def test_preview_runs_every_stack_with_the_policy_pack_and_comments_even_on_fail
 
 
 def test_both_state_backends_and_oidc_credentials():
-    for name in ("preview.yml", "deploy.yml", "promote.yml"):
+    for name in ("preview.yml", "deploy.yml", "promote.yml", "drift.yml"):
         text = (WORKFLOWS / name).read_text()
         assert "secrets.PULUMI_ACCESS_TOKEN" in text and "vars.PULUMI_BACKEND_URL" in text, name
         assert "aws-actions/configure-aws-credentials@v6" in text and "role-to-assume: ${{ vars.AWS_ROLE_ARN }}" in text, name
@@ -234,3 +234,132 @@ def test_every_pulumi_cli_is_the_version_the_sdk_is_pinned_to():
     assert len(steps) >= 5
     for name, job_name, step in steps:
         assert str(step["with"]["pulumi-version"]) == _pinned_sdk(), (name, job_name)
+
+
+# ---------------------------------------------------------------- the cost of a change (preview.yml) and drift (drift.yml)
+
+FAKE_GH = """#!/usr/bin/env bash
+# records each call; answers the comment listing, the label listing and the issue listing
+echo "gh $*" >> "$GH_LOG"
+case "$*" in
+  *"--paginate"*"/comments"*) [ -n "$FAKE_COMMENT_ID" ] && echo "$FAKE_COMMENT_ID" ;;
+  "pr view"*) [ -n "$FAKE_LABELS" ] && echo "$FAKE_LABELS" ;;
+  "api repos/"*"/issues?state=open&labels=drift"*) cat "$FAKE_ISSUES" ;;
+esac
+exit 0
+"""
+
+
+def _run_step(script: str, tmp_path: Path, **env: str) -> list[str]:
+    """Run a workflow step's script with a fake `gh` first on PATH; the gh calls it made."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "gh").write_text(FAKE_GH)
+    (bin_dir / "gh").chmod(0o755)
+    log = tmp_path / "gh.log"
+    log.write_text("")
+    # the job's working directory is the checkout: python3 -m tools.drift finds the package there
+    full = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT), "GH_LOG": str(log), "GITHUB_REPOSITORY": "o/r", **env}
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=full, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return log.read_text().splitlines()
+
+
+def test_the_cost_of_a_change_is_planned_with_no_credentials_at_all():
+    jobs = load("preview.yml")["jobs"]
+    job = jobs["cost"]
+    text = yaml.safe_dump(job)
+    # no environment, no token beyond the workflow's contents: read, no secret, no cloud login
+    assert "environment" not in job and "permissions" not in job and "secrets." not in text
+    assert not any("configure-aws-credentials" in s.get("uses", "") for s in job["steps"]) and "pulumi login" not in text
+    plans = next(s for s in job["steps"] if s.get("id") == "plans")["run"]
+    # the base is the merge commit's first parent; both sides of each touched stack, offline
+    assert "git worktree add --detach" in plans and "HEAD^1" in plans and "tools.cost --touched" in plans
+    assert plans.count("-m tools.plan --stack") == 2 and "wait" in plans
+    diff = next(s for s in job["steps"] if s.get("id") == "diff")["run"]
+    assert ".venv/bin/python -m tools.cost --diff cost/base cost/head --markdown cost/comment.md" in diff
+    # the threshold's exit status is a warning and an output, never the step's failure; anything else fails
+    assert "3)" in diff and "::warning" in diff and '*) exit "$rc"' in diff and "continue-on-error" not in job
+
+
+def test_one_cost_comment_updated_on_each_push_and_a_label_not_a_failure(tmp_path):
+    from tools import cost
+
+    job = load("preview.yml")["jobs"]["cost-comment"]
+    # it checks nothing out and runs nothing of the change; it may comment and label, nothing else
+    assert job["needs"] == "cost" and job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert not any("checkout" in s.get("uses", "") for s in job["steps"])
+    assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
+    step = job["steps"][-1]
+    assert cost.MARKER in step["run"] and step["env"]["GH_TOKEN"] == "${{ github.token }}"
+    (tmp_path / "cost").mkdir()
+    (tmp_path / "cost" / "comment.md").write_text(cost.MARKER + "\nbody\n")
+    base = {"PR": "12", "LABEL": "cost: needs attention"}
+    # GIVEN no comment yet: one is created; a rise past the threshold adds the label
+    calls = _run_step(step["run"], tmp_path, **base, ATTENTION="true", TOUCHED="true", FAKE_COMMENT_ID="")
+    assert "gh api -X POST repos/o/r/issues/12/comments -F body=@cost/comment.md" in calls
+    assert "gh pr edit 12 --repo o/r --add-label cost: needs attention" in calls
+    # GIVEN the comment exists (a later push): it is edited, never a second one; the label goes when the rise does
+    calls = _run_step(step["run"], tmp_path, **base, ATTENTION="false", TOUCHED="true", FAKE_COMMENT_ID="99", FAKE_LABELS="cost: needs attention")
+    assert "gh api -X PATCH repos/o/r/issues/comments/99 -F body=@cost/comment.md" in calls and not any("POST" in c for c in calls)
+    assert "gh pr edit 12 --repo o/r --remove-label cost: needs attention" in calls
+    # GIVEN a change that touches no stack and no earlier comment: nothing is posted
+    calls = _run_step(step["run"], tmp_path, **base, ATTENTION="false", TOUCHED="false", FAKE_COMMENT_ID="")
+    assert not any("comments -F" in c for c in calls) and not any("--remove-label" in c for c in calls)
+
+
+def test_drift_runs_nightly_per_stack_with_its_read_only_role():
+    workflow = load("drift.yml")
+    assert workflow["permissions"] == {"contents": "read"}
+    assert set(workflow[True]) == {"schedule", "workflow_dispatch"} and workflow[True]["schedule"][0]["cron"]
+    check = workflow["jobs"]["check"]
+    assert check["strategy"]["matrix"]["stack"] == ["dev", "staging", "prod"] and check["strategy"]["fail-fast"] is False
+    assert check["environment"] == "drift-${{ matrix.stack }}" and check["if"] == "github.ref == 'refs/heads/main'"
+    assert check["permissions"] == {"contents": "read", "id-token": "write"}
+    run = "\n".join(s.get("run", "") for s in check["steps"])
+    assert "pulumi preview --refresh --expect-no-changes --diff" in run and '"${excludes[@]}"' in run
+    assert "python3 -m tools.drift classify" in run and "python3 -m tools.drift deployed-commit" in run
+    # the deployed commit is checked out beside main's tools, with main's stack file
+    deployed = [s for s in check["steps"] if s.get("with", {}).get("path") == "deployed"]
+    assert deployed and deployed[0]["with"]["ref"] == "${{ steps.deployed.outputs.commit }}"
+    assert 'cp "Pulumi.$STACK.yaml" "deployed/Pulumi.$STACK.yaml"' in run
+    # no policy pack, no update: a preview only
+    assert "pulumi up" not in run and "command" not in yaml.safe_dump(check)
+    # the job that writes issues has no cloud credential and no environment
+    report = workflow["jobs"]["report"]
+    assert report["permissions"] == {"contents": "read", "issues": "write"} and "environment" not in report
+    assert "secrets." not in yaml.safe_dump(report) and report["if"] == "always() && github.ref == 'refs/heads/main'"
+
+
+def test_drift_issues_are_opened_updated_and_closed_as_tools_drift_decides(tmp_path):
+    import json
+
+    from tools import drift
+
+    step = load("drift.yml")["jobs"]["report"]["steps"][-1]
+    (tmp_path / "results").mkdir()
+    drifted = (
+        "    ~ aws:ecs/service:Service: (update)\n"
+        "        [urn=urn:pulumi:dev::platform::x$aws:ecs/service:Service::api]\n"
+        "Resources:\n    ~ 1 to update\n\n"
+        "error: no changes were expected but changes were proposed\n"
+    )
+    results = {
+        "dev": drift.classify("dev", 255, drifted),  # new drift: open
+        "staging": drift.classify("staging", 0, "Resources:\n    9 unchanged\n"),  # clean with an open issue: close
+        "prod": drift.classify("prod", 255, drifted.replace("dev", "prod")),  # the same drift as before: update, no comment
+    }
+    for stack, res in results.items():
+        (tmp_path / "results" / f"drift-{stack}.json").write_text(json.dumps(res.__dict__))
+    run_url = "https://github.com/o/r/actions/runs/5"
+    open_issues = [
+        {"number": 21, "title": drift.title("staging"), "body": drift.body(drift.classify("staging", 255, drifted), run_url)},
+        {"number": 22, "title": drift.title("prod"), "body": drift.body(results["prod"], run_url)},
+    ]
+    (tmp_path / "open-issues.json").write_text(json.dumps(open_issues))  # what the API answers
+    calls = _run_step(step["run"], tmp_path, RUN_URL=run_url, FAKE_ISSUES=str(tmp_path / "open-issues.json"))
+    opened = "gh issue create --repo o/r --title Drift: stack dev differs from its code --body-file action/body.md --label drift"
+    assert opened in calls
+    assert "gh issue comment 21 --repo o/r --body-file action/comment.md" in calls and "gh issue close 21 --repo o/r --reason completed" in calls
+    # the same drift as last night: the body is refreshed, no comment is added
+    assert "gh api -X PATCH repos/o/r/issues/22 -F body=@action/body.md" in calls and not any(c.startswith("gh issue comment 22") for c in calls)

@@ -4,8 +4,9 @@
     python -m tools.plan --stack prod --json out.json
 
 The JSON file is ``{"stack", "resources": [{urn, type, name, parent, custom, inputs, dependencies,
-propertyDependencies, options}], "outputs", "invokes"}`` with every secret value replaced by
-``"[secret]"``. A configuration mistake prints one message and exits 2 before any resource exists.
+propertyDependencies, options}], "outputs", "invokes", "cost"}`` with every secret value replaced by
+``"[secret]"``; ``cost`` is the modeled month (:meth:`tools.cost.PlanCost.to_json`) that
+``python -m tools.cost --diff`` compares. A configuration mistake prints one message and exits 2 before any resource exists.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_D
             )
         if spec.redis:
             policy = spec.redis.maxmemory_policy
-            lines.append(f"    cache     {system.name}-{cfg.env}: Redis 7.1, {r.nodes} x {r.node_type}, maxmemory-policy {policy}{cache_dr}")
+            node_type = cfg.redis_settings(system.name).node_type
+            lines.append(f"    cache     {system.name}-{cfg.env}: Redis 7.1, {r.nodes} x {node_type}, maxmemory-policy {policy}{cache_dr}")
         by_source: dict[str, list[str]] = {}
         for name, secret in spec.secrets.items():
             by_source.setdefault(secret.source.value, []).append(name)
@@ -280,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(summary(capture, cfg, project_dir))
     if args.json:
-        Path(args.json).write_text(json.dumps(capture.to_json(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        # the priced lines too, with held services at their released counts: what `tools.cost --diff` compares
+        data = {**capture.to_json(), "cost": cost.plan_cost(capture, cfg).to_json()}
+        Path(args.json).write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
         print(f"\nwrote {len(capture.resources)} resources to {args.json}")
     return 0
 
