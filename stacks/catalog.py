@@ -8,12 +8,15 @@ guide in ``shared/seeds/``; where a guide is silent the YAML says so in a commen
 
 from __future__ import annotations
 
+import posixpath
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from policy.rules import SECRET_NAME, SECRET_VALUE
 
 from .errors import ConfigError, Problem, from_validation_error
 from .yamlio import read_yaml
@@ -37,6 +40,55 @@ FARGATE_SIZES: dict[int, range] = {
     8192: range(16384, 61441, 4096),
     16384: range(32768, 122881, 8192),
 }
+
+
+# The ports the OTEL collector sidecar listens on inside every task (a task shares one network namespace,
+# so an app on one of them cannot bind it): OTLP gRPC and HTTP (components/otel.py), and the collector's
+# own metrics, which the OpenTelemetry Collector serves on 8888 unless its configuration turns them off
+# (opentelemetry.io/docs/collector/internal-telemetry: "exposes them for scraping at
+# http://127.0.0.1:8888/metrics"; components/otel.py leaves service.telemetry at its default).
+COLLECTOR_TELEMETRY_PORT = 8888
+
+
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@")
+
+
+def collector_ports() -> dict[int, str]:
+    """Port -> what the collector sidecar serves there."""
+    from components.otel import OTLP_GRPC_PORT, OTLP_HTTP_PORT  # components.otel imports this module: import when called
+
+    return {OTLP_GRPC_PORT: "OTLP gRPC", OTLP_HTTP_PORT: "OTLP HTTP", COLLECTOR_TELEMETRY_PORT: "its own metrics"}
+
+
+def url_with_credentials(value: str) -> bool:
+    """``scheme://user[:password]@host...``: a URL that carries a credential in its user part (RFC 3986
+    userinfo: everything before an ``@`` in the authority)."""
+    return _USERINFO.search(value) is not None
+
+
+def plain_env_problem(name: str, value: str) -> str | None:
+    """Why ``name=value`` must not be a plain (non-secret) environment variable, or None.
+
+    The same rules as the policy pack's ``no-secret-in-plain-env`` (``policy/rules.py``: SECRET_NAME,
+    SECRET_VALUE), applied where the value is written instead of in CI, plus any URL with a user part
+    (``https://user:token@...``, ``postgres://app:pw@...``). The value is never repeated in the message."""
+    if SECRET_NAME.search(name):
+        return f"'{name}' is named like a secret (the policy pack refuses it in plain env); make it a secret"
+    if url_with_credentials(value):
+        return "the value is a URL with credentials in it ('scheme://user:password@host'); make it a secret, or drop the user part"
+    if SECRET_VALUE.search(value):
+        return (
+            "the value looks like a credential (a private key, an API or access key, or credentials in a URL; the policy pack refuses it "
+            "in plain env); make it a secret"
+        )
+    return None
+
+
+def env_values(value: EnvValue) -> list[tuple[str, str]]:
+    """``[(where, text)]`` for a plain or per-environment value: ``("", "x")`` or ``(".prod", "x")``."""
+    if isinstance(value, str):
+        return [("", value)]
+    return [(f".{env}", text) for env in (*ENVIRONMENTS, "default") if (text := getattr(value, env)) is not None]
 
 
 def fargate_pair_problem(cpu: int, memory: int) -> str | None:
@@ -219,6 +271,12 @@ class WritablePath(Strict):
     size_mib: int = Field(default=64, ge=1, le=4096)
     """tmpfs only: the mount's size limit in MiB. Default: 64."""
 
+    @model_validator(mode="after")
+    def _size_is_for_tmpfs(self) -> WritablePath:
+        if self.source == "image" and "size_mib" in self.model_fields_set:
+            raise ValueError("size_mib applies to a tmpfs only; a path the image provides lives on the task's ephemeral storage: remove size_mib")
+        return self
+
 
 class Migration(Strict):
     """A one-off command run with the new image before the new version serves traffic."""
@@ -264,8 +322,8 @@ class Service(Strict):
     """WebSocket or SSE: needs a long ALB idle timeout. Default: false."""
     sticky: bool = False
     """ALB stickiness (aurum's WebSocket). Default: false."""
-    hostname: str | None = None
-    """Host label under the domain. Default: ``<service>.<system>``."""
+    hostname: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$", max_length=253)
+    """Host label under the domain (lower-case DNS labels, e.g. ``api`` or ``api.twinkle``). Default: ``<service>.<system>``."""
     otel_sidecar: bool = True
     """Run the ADOT collector next to the app (OTLP on 127.0.0.1:4317/4318). Default: true."""
     public_url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
@@ -285,6 +343,34 @@ class Service(Strict):
                 raise ValueError(f"'{name}' is not an environment variable name (A-Z, 0-9, _)")
         return env
 
+    @field_validator("user", mode="before")
+    @classmethod
+    def _not_root(cls, user: Any) -> Any:
+        text = str(user).strip() if isinstance(user, str | int) and not isinstance(user, bool) else None
+        if text is not None and (text in ("root", "root:root") or re.fullmatch(r"0+(:[0-9]+)?|root:[0-9a-z_]+", text)):
+            raise ValueError(f"'{user}' runs the app as root; allowed: a numeric non-root uid[:gid], e.g. '1000:1000' (node images' node user)")
+        return user
+
+    @field_validator("writable_paths")
+    @classmethod
+    def _paths(cls, paths: dict[str, WritablePath]) -> dict[str, WritablePath]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"writable path '{path}' is relative; allowed: an absolute path, e.g. /tmp or /app/.next/cache")
+            normal = "/" + posixpath.normpath(path).lstrip("/")
+            if normal != path:
+                also = f" (and '{normal}' is listed too: the same directory twice)" if normal in paths else ""
+                raise ValueError(f"writable path '{path}' is not normalised; write '{normal}'{also}")
+            if path == "/":
+                raise ValueError("writable path '/' makes the whole root filesystem writable; list the directories the app writes")
+            if not re.fullmatch(r"(/[A-Za-z0-9._@-]+)+", path):
+                raise ValueError(f"writable path '{path}' has characters other than A-Z, a-z, 0-9, '.', '_', '@', '-' in a name")
+        for path in paths:
+            outer = [other for other in paths if other != path and path.startswith(f"{other}/")]
+            if outer:
+                raise ValueError(f"writable path '{path}' is inside '{outer[0]}', which is already a mount of its own; keep one of the two")
+        return paths
+
     @model_validator(mode="after")
     def _kind_rules(self) -> Service:
         if self.kind is ServiceKind.web:
@@ -301,9 +387,6 @@ class Service(Strict):
         problem = fargate_pair_problem(self.cpu, self.memory)
         if problem:
             raise ValueError(problem)
-        for path in self.writable_paths:
-            if not re.fullmatch(r"(/[A-Za-z0-9._@-]+)+", path) or "/../" in f"{path}/" or "/./" in f"{path}/":
-                raise ValueError(f"writable path '{path}' must be absolute and normalised (e.g. /tmp, /app/.next/cache)")
         if "/tmp" not in self.writable_paths:
             raise ValueError("writable_paths needs '/tmp': the platform points HOME, TMPDIR, the XDG directories and npm's cache there")
         tmpfs = sum(w.size_mib for w in self.writable_paths.values() if w.source == "tmpfs")
@@ -322,7 +405,8 @@ class Service(Strict):
 
 class PostgresNeeds(Strict):
     min_major: int = Field(ge=12, le=17)
-    """Oldest Postgres major the app supports (from its guide)."""
+    """Oldest Postgres major the app supports (from its guide). A stack whose preset runs an older
+    ``postgres.engine_major`` is refused."""
     database: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     """Database name created in the instance."""
     storage_gb: int | None = Field(default=None, ge=20, le=65536)
@@ -335,7 +419,9 @@ class RedisNeeds(Strict):
     why: str
     """Why this policy (kept so reviewers do not have to re-derive it)."""
     memory_gb: float | None = Field(default=None, gt=0, le=64)
-    """Memory the app asks for (darwin: 1-4 GB). Default: the preset's node type."""
+    """GiB of data the app needs to keep in Redis (darwin: "1GB minimum"). A stack whose preset node type
+    holds less (its ``maxmemory`` less the 25 % ElastiCache reserves by default) is refused. Default:
+    none (whatever the preset's node type holds)."""
 
 
 class NotDeployed(Strict):
@@ -381,6 +467,13 @@ class System(Strict):
                     problems.append((f"services.{sname}.start_after[{i}]", f"'{dep}' is not another service of this system"))
             for name in sorted(set(svc.env) & set(svc.secrets)):
                 problems.append((f"services.{sname}.env.{name}", "also listed in 'secrets'; a variable is either plain or secret"))
+            for name in sorted((set(svc.env) & set(self.secrets)) - set(svc.secrets)):
+                problems.append((f"services.{sname}.env.{name}", "the system declares it a secret; a plain value would shadow it: remove it here"))
+            problems += _plain_env_problems({n: v for n, v in svc.env.items() if n not in self.secrets}, f"services.{sname}.env")
+            problems += self._port_problems(sname, svc)
+        for name in sorted(set(self.env) & set(self.secrets)):
+            problems.append((f"env.{name}", "also declared in 'secrets'; a plain value would shadow the secret: remove it from 'env'"))
+        problems += _plain_env_problems({n: v for n, v in self.env.items() if n not in self.secrets}, "env")
         for name, spec in self.secrets.items():
             if spec.derived_from and getattr(self, spec.derived_from) is None:
                 problems.append((f"secrets.{name}.derived_from", f"the system declares no {spec.derived_from}"))
@@ -393,6 +486,32 @@ class System(Strict):
             if cycle:
                 problems.append((f"services.{cycle[0]}.start_after", f"start order has a cycle: {' -> '.join(cycle)}"))
         return problems
+
+    def _port_problems(self, sname: str, svc: Service) -> list[tuple[str, str]]:
+        """A PORT that contradicts the service's port, and an app port the collector sidecar already uses."""
+        out = []
+        if svc.kind is ServiceKind.web and svc.port is not None:
+            where, value = (f"services.{sname}.env.PORT", svc.env["PORT"]) if "PORT" in svc.env else ("env.PORT", self.env.get("PORT"))
+            for env, text in env_values(value) if value is not None else []:
+                if text != str(svc.port):
+                    out.append(
+                        (
+                            where + env,
+                            f"{text!r} contradicts services.{sname}.port ({svc.port}), where the load balancer and its health check connect; make them equal",
+                        )
+                    )
+        if svc.otel_sidecar:
+            taken = collector_ports()
+            for key, port in ((f"services.{sname}.port", svc.port), (f"services.{sname}.metrics.port", svc.metrics.port if svc.metrics else None)):
+                if port in taken:
+                    out.append(
+                        (
+                            key,
+                            f"{port} is taken by the collector sidecar in the same task ({taken[port]}; it uses "
+                            f"{', '.join(map(str, sorted(taken)))}); choose another port",
+                        )
+                    )
+        return out
 
     def image_of(self, service: str) -> str:
         return self.services[service].image or service
@@ -414,6 +533,12 @@ class System(Strict):
         """Place in the start order: 0 for services that wait on nothing."""
         deps = self.waits_for(service)
         return 0 if not deps else 1 + max(self.start_rank(d) for d in deps)
+
+
+def _plain_env_problems(env: dict[str, EnvValue], prefix: str) -> list[tuple[str, str]]:
+    return [
+        (f"{prefix}.{name}{where}", problem) for name, value in env.items() for where, text in env_values(value) if (problem := plain_env_problem(name, text))
+    ]
 
 
 def _find_cycle(system: System) -> list[str] | None:

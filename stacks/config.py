@@ -20,6 +20,8 @@ key. Secret values are never read here; the program gets them from the engine as
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -29,10 +31,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from . import edge, subnets
-from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog
+from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog, plain_env_problem, url_with_credentials
 from .engine import EngineConfig, from_files
-from .errors import ConfigError, Problem, from_validation_error
-from .presets import PRESETS, Preset, deep_merge
+from .errors import ConfigError, Problem, closest, did_you_mean, from_validation_error
+from .presets import PRESETS, Preset, RedisPreset, deep_merge
+from .regions import AWS_REGIONS, region_problem
 from .yamlio import Secure
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
@@ -50,8 +53,54 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"sha256:[a-f0-9]{64}"
 _FULL_REF = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
 _SHORT_REF = re.compile(rf"^(?:(?P<digest>{_DIGEST})|(?P<tag>{_TAG}))$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+# Config namespaces this program or its providers read. A key in another namespace is left alone (an
+# environment may carry other projects' settings) unless the namespace is a likely typo of one of these.
+NAMESPACES = (PROJECT, "aws", "kubernetes", "random", "pulumi")
+# What the AWS provider reads in its namespace besides these is listed by its SDK (pulumi_aws/config/vars.py).
+_AWS_KEYS_USED = ("region", "defaultTags")
+
+# Memory for data (Redis ``maxmemory``, bytes) of each ElastiCache node type the presets allow (ElastiCache
+# user guide, "Engine specific parameters", Redis OSS node-type specific parameters; 1 GiB = 2**30).
+# The regex in presets.CACHE_NODE_TYPES also matches sizes a family does not have (cache.m5.8xlarge):
+# a node type missing here is refused.
+CACHE_NODE_MAXMEMORY = {
+    "cache.t3.micro": 536870912,
+    "cache.t3.small": 1471026299,
+    "cache.t3.medium": 3317862236,
+    "cache.t4g.micro": 536870912,
+    "cache.t4g.small": 1471026299,
+    "cache.t4g.medium": 3317862236,
+    **{
+        f"cache.{f}.{size}": b
+        for f in ("m5", "m6g", "m7g")
+        for size, b in (("large", 6854542746), ("xlarge", 13891921715), ("2xlarge", 27966669210), ("4xlarge", 56116178125), ("12xlarge", 168715971994))
+    },
+    "cache.m5.24xlarge": 337500562842,
+    **{f"cache.{f}.{size}": b for f in ("m6g", "m7g") for size, b in (("8xlarge", 111325552312), ("16xlarge", 225000375228))},
+    **{
+        f"cache.{f}.{size}": b
+        for f in ("r5", "r6g", "r7g")
+        for size, b in (("large", 14037181030), ("xlarge", 28261849702), ("2xlarge", 56711183565), ("4xlarge", 113609865216), ("12xlarge", 341206346547))
+    },
+    "cache.r5.24xlarge": 682485973811,
+    **{f"cache.{f}.{size}": b for f in ("r6g", "r7g") for size, b in (("8xlarge", 225000375228), ("16xlarge", 450000750456))},
+}
+# ElastiCache keeps reserved-memory-percent (default 25, unchanged by our parameter group) of maxmemory for
+# backups, replication and failover ("Managing reserved memory": "reserve 25% of a node type's maxmemory
+# value ... This is the default value"); the rest holds data.
+CACHE_RESERVED_MEMORY_PERCENT = 25
+# RDS: "You must set the maximum storage threshold to at least 10% more than the current allocated
+# storage" (RDS user guide, "Managing capacity automatically with Amazon RDS storage autoscaling").
+STORAGE_CEILING_HEADROOM = 1.10
 _HOST_LABELS = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+
+
+# A host override is a full name or a name under the domain (``api``, ``api.twinkle``). One that ends with
+# the domain's own top-level label or with a common one (``app.example.org`` on ``example.com``) is a
+# full name outside the domain, not a label to put under it. Most used TLDs (IANA root zone), not all.
+_COMMON_TLDS = frozenset(
+    "com net org io dev app co ai cloud xyz info biz tech me us uk eu de fr nl es it ch at be se no dk fi pl cz ca au nz in jp kr cn br mx ar".split()
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +131,8 @@ def parse_image(value: str) -> ImageRef:
         m = _FULL_REF.match(value)
         if not m or not (m["tag"] or m["digest"]):
             raise ValueError(f"'{value}' is not a valid image reference; {allowed}")
+        if m["tag"] == "latest" and not m["digest"]:
+            raise ValueError(f"'{value}': {_LATEST}")
         repo = value.split("@")[0]
         if m["tag"]:
             repo = repo[: -(len(m["tag"]) + 1)]
@@ -90,8 +141,11 @@ def parse_image(value: str) -> ImageRef:
     if not m:
         raise ValueError(f"'{value}' is not a valid image reference; {allowed}")
     if m["tag"] == "latest":
-        raise ValueError("'latest' is not allowed: repositories are immutable and a moving tag defeats promotion; pin a version or digest")
+        raise ValueError(_LATEST)
     return ImageRef(None, m["tag"], m["digest"])
+
+
+_LATEST = "'latest' is not allowed: repositories are immutable and a moving tag defeats promotion; pin a version or digest"
 
 
 class ExistingVpc(Strict):
@@ -159,6 +213,11 @@ class SystemDeployment(Strict):
     """Rotation key per generated or derived secret (DATABASE_URL rotates the database password,
     REDIS_URL the AUTH token). Bump a number and ``pulumi up``: new value, services roll. For REDIS_URL
     that is step 1 of 2: the old token stays valid until ``revoke``."""
+    paused: dict[Name, Annotated[int, Field(ge=0)]] = {}
+    """Services an operator holds at zero tasks (``python -m tools.ops pause <system>/<service>`` writes
+    it), each with the task count ``resume`` restores. A paused service runs no task and is not
+    autoscaled, so a ``pulumi up`` keeps it stopped instead of undoing the pause; unlike a held service
+    it does not hold the services that start after it. Default: none."""
     revoke: dict[str, Annotated[int, Field(ge=1)]] = {}
     """Step 2 of a Redis AUTH token rotation, in a later ``pulumi up`` than step 1: ``REDIS_URL: N`` (the
     number ``rotate`` has) once every service runs on rotation N's token; the older tokens stop working.
@@ -183,13 +242,20 @@ class RegistryConfig(Strict):
 class RecoveryConfig(Strict):
     """Copies of backups in a second region, for a regional disaster (darwin's RTO 15 min / RPO 5 min)."""
 
-    dr_region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    dr_region: str = Field(json_schema_extra={"enum": list(AWS_REGIONS)})
     """Region that receives the copies, e.g. ``us-west-2``. Must differ from ``aws:region``."""
     backup_retention_days: int = Field(default=7, ge=1, le=35)
     """Days of replicated Postgres backups (point-in-time restore) and of Redis exports kept in the DR region. Default: 7."""
     redis_export_minutes: int = Field(default=120, ge=120, le=1440)
     """How often each Redis cache is snapshotted and exported for the DR copy (the Redis RPO for a region loss).
     At least 120: ElastiCache allows 20 manual snapshots per node group per day. Default: 120."""
+
+    @field_validator("dr_region")
+    @classmethod
+    def _region(cls, region: str) -> str:
+        if problem := region_problem(region):
+            raise ValueError(problem)
+        return region
 
 
 class ObservabilityConfig(Strict):
@@ -199,6 +265,16 @@ class ObservabilityConfig(Strict):
     """An external OTLP/HTTP endpoint (Honeycomb, Grafana Cloud, ...) instead of AWS. Default: none."""
     otlp_auth_header: str = Field(default="Authorization", pattern=r"^[A-Za-z0-9-]+$")
     """Header that carries the credential; its value is the secret ``<env>/platform/OTLP_AUTH``. Default: Authorization."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _no_credentials(cls, endpoint: str | None) -> str | None:
+        if endpoint and url_with_credentials(endpoint):
+            raise ValueError(
+                "has credentials in the URL ('https://user:token@...'), which would sit in plain text in every collector's configuration; "
+                "remove them and put the credential in the secret OTLP_AUTH, sent as the header otlp_auth_header"
+            )
+        return endpoint
 
 
 class KubernetesConfig(Strict):
@@ -221,6 +297,13 @@ class KubernetesConfig(Strict):
     """The cluster's IAM OIDC provider, for IAM roles for service accounts. Required with external-secrets."""
     otel_endpoint: str = Field(default="http://$(HOST_IP):4318", pattern=r"^https?://[^\s]+$")
     """OTLP/HTTP collector the apps send to. Default: a node agent on each node (``$(HOST_IP)`` is the node's IP)."""
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _no_credentials(cls, endpoint: str) -> str:
+        if url_with_credentials(endpoint):
+            raise ValueError("has credentials in the URL ('http://user:token@...'), which every pod would get in plain env; remove them")
+        return endpoint
 
 
 class StackConfig(Strict):
@@ -298,6 +381,8 @@ class DeployedService:
     """Services it starts after (or whose migration it needs) that are held themselves."""
     missing_image: str | None = None
     """``<system>/<image>:<tag or digest>`` when that image is not in our repository yet."""
+    paused: bool = False
+    """An operator paused it (``platform:systems.<s>.paused``): no task, no autoscaling, nothing else held."""
 
     @property
     def key(self) -> str:
@@ -325,6 +410,24 @@ class DeployedSystem:
     @property
     def name(self) -> str:
         return self.system.name
+
+
+def cache_usable_gib(node_type: str) -> float | None:
+    """GiB of data a node type holds: its ``maxmemory`` less what ElastiCache reserves."""
+    memory = CACHE_NODE_MAXMEMORY.get(node_type)
+    return None if memory is None else memory * (100 - CACHE_RESERVED_MEMORY_PERCENT) / 100 / 2**30
+
+
+def cache_node_type(preset_node_type: str, memory_gb: float | None) -> str | None:
+    """The node type a system's cache gets: the preset's, or, when that holds less than the system's
+    ``redis.memory_gb``, the smallest node type that holds it, the preset's family first. ``None`` when
+    no node type does."""
+    usable = cache_usable_gib(preset_node_type)
+    if not memory_gb or (usable is not None and usable >= memory_gb):
+        return preset_node_type
+    enough = [t for t in CACHE_NODE_MAXMEMORY if (cache_usable_gib(t) or 0) >= memory_gb]
+    family = preset_node_type.split(".")[1] if preset_node_type.count(".") == 2 else ""
+    return min(enough, key=lambda t: (t.split(".")[1] != family, CACHE_NODE_MAXMEMORY[t])) if enough else None
 
 
 @dataclass(frozen=True)
@@ -357,6 +460,15 @@ class PlatformConfig:
     def services(self) -> list[DeployedService]:
         return [svc for system in self.systems.values() for svc in system.services.values()]
 
+    def redis_settings(self, system: str) -> RedisPreset:
+        """The preset's Redis settings for one system, its node type sized to the catalog's
+        ``redis.memory_gb`` (darwin: "1GB minimum"): a system that needs more memory than the preset's
+        node type holds gets a larger node, the others keep the preset's (the loader refused the case
+        no node type meets)."""
+        spec = self.systems[system].system.redis
+        node_type = cache_node_type(self.preset.redis.node_type, spec.memory_gb if spec else None) or self.preset.redis.node_type
+        return self.preset.redis if node_type == self.preset.redis.node_type else self.preset.redis.model_copy(update={"node_type": node_type})
+
 
 # ---------------------------------------------------------------- loading
 
@@ -382,6 +494,7 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
     catalog = catalog if catalog is not None else load_catalog()
 
     region = config.get("aws:region")
+    meant_region = False
     ours: dict[str, Any] = {}
     problems: list[Problem] = []
     for key, value in config.items():
@@ -390,8 +503,17 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
             ours[name] = value
         elif not name:
             problems.append(Problem(file, str(key), "configuration keys look like '<namespace>:<name>', e.g. 'platform:systems'"))
-    if not isinstance(region, str) or not _REGION.match(region):
-        problems.append(Problem(file, "aws:region", f"required: an AWS region such as 'us-east-1' (got {region!r})"))
+        elif namespace not in NAMESPACES and (meant := closest(namespace, NAMESPACES)):
+            problems.append(
+                Problem(file, str(key), f"unknown namespace '{namespace}'; did you mean '{meant}:{name}'? (namespaces read here: {', '.join(NAMESPACES)})")
+            )
+        elif namespace == "aws" and name not in _AWS_KEYS_USED and name not in (aws_keys := _aws_provider_keys()) and aws_keys:
+            problems.append(Problem(file, str(key), f"the AWS provider has no setting '{name}'{did_you_mean(name, aws_keys, 'aws:')}"))
+            meant_region = meant_region or closest(name, aws_keys) == "region"
+    if region is None and not meant_region:  # after a typo (aws:regoin), that key's message says where the region went
+        problems.append(Problem(file, "aws:region", "required: an AWS region such as 'us-east-1' (`pulumi config set aws:region us-east-1`)"))
+    elif region is not None and (problem := region_problem(region)):
+        problems.append(Problem(file, "aws:region", problem))
 
     secrets_tree = ours.pop("secrets", {}) or {}
     if f"{PROJECT}:secrets" in engine.file_config:
@@ -429,6 +551,9 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
         raise ConfigError(
             [Problem(file, f"{PROJECT}:recovery", "replicating backups needs automated backups: set overrides.postgres.backup_retention_days to 1 or more")]
         )
+    data_problems = _data_rules(sc, catalog, preset, file)
+    if data_problems:
+        raise ConfigError(data_problems)
     azs, plan = _network(sc.network, preset, region, file)
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
     if sc.compute == "kubernetes" and sc.kubernetes is not None:
@@ -446,6 +571,9 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
                 )
             ]
         )
+    exposure = edge.exposure_problems(domain=sc.domain, web_services=len(hosts), compute=sc.compute, settings=preset.edge)
+    if exposure:
+        raise ConfigError([Problem(file, key, message) for key, message in exposure])
     if sc.domain and sc.certificate_arn and (not sc.hosted_zone_id or sc.compute == "kubernetes"):
         deep = [h for h in hosts if not edge.default_certificate_covers(h, sc.domain)]
         zone = "Set 'platform:hosted_zone_id' (the program then requests one certificate per host parent beside yours), or give"
@@ -487,6 +615,20 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
     )
 
 
+@functools.cache
+def _aws_provider_keys() -> tuple[str, ...]:
+    """The AWS provider's configuration keys (``aws:<key>``), as its Python SDK reads them; empty if the
+    SDK's layout is not the one expected (then no key is refused)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pulumi_aws")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / "config" / "vars.py"
+        if path.exists():
+            return tuple(sorted(set(re.findall(r"__config__\.get\w*\('(\w+)'", path.read_text(encoding="utf-8")))))
+    return ()
+
+
 def secret_config_path(system: str, name: str, service: str | None = None) -> str:
     """Where an external secret's value sits in the stack's encrypted config: ``secrets.<system>.<NAME>[.<service>]``."""
     return f"secrets.{system}.{name}" + (f".{service}" if service else "")
@@ -522,6 +664,49 @@ def _kubernetes_rules(k8s: KubernetesConfig, secret_keys: frozenset[str], system
             )
     if problems:
         raise ConfigError(problems)
+
+
+def _data_rules(sc: StackConfig, catalog: dict[str, System], preset: Preset, file: str) -> list[Problem]:
+    """What the catalog entries of the deployed systems ask of the preset's data stores: a Postgres
+    major at least their ``postgres.min_major``, Redis memory for their ``redis.memory_gb``, and a
+    storage ceiling RDS accepts over the allocated storage."""
+    problems: list[Problem] = []
+    key = f"{PROJECT}:overrides"
+    deployed = [catalog[name] for name in sc.systems if name in catalog]
+    pg, cache = preset.postgres, preset.redis
+    memory = CACHE_NODE_MAXMEMORY.get(cache.node_type)
+    if memory is None and any(system.redis for system in deployed):
+        problems.append(
+            Problem(file, f"{key}.redis.node_type", f"'{cache.node_type}' is not an ElastiCache node type; allowed: {', '.join(CACHE_NODE_MAXMEMORY)}")
+        )
+    floor = math.ceil(pg.allocated_storage_gb * STORAGE_CEILING_HEADROOM)
+    low: list[str] = []
+    for system in deployed:
+        source = f"stacks/apps/{system.name}.yaml"
+        if system.postgres and system.postgres.min_major > pg.engine_major:
+            problems.append(
+                Problem(
+                    file,
+                    f"{key}.postgres.engine_major",
+                    f"Postgres {pg.engine_major} is older than {system.name} supports (postgres.min_major: {system.postgres.min_major} in {source}); "
+                    f"set overrides.postgres.engine_major to {system.postgres.min_major} or later (a major-version upgrade of every database)",
+                )
+            )
+        if system.postgres and max(pg.max_allocated_storage_gb, system.postgres.storage_gb or 0) < floor:
+            low.append(f"{system.name} {max(pg.max_allocated_storage_gb, system.postgres.storage_gb or 0)} GB")
+        # redis.memory_gb sizes the system's own node (PlatformConfig.redis_settings); the catalog caps it
+        # at 64 GiB, which the largest node types we allow hold
+    if low:
+        ceiling = "max_allocated_storage_gb" if "max_allocated_storage_gb" in (sc.overrides.get("postgres") or {}) else "allocated_storage_gb"
+        problems.append(
+            Problem(
+                file,
+                f"{key}.postgres.{ceiling}",
+                f"the storage ceiling ({', '.join(low)}) must be at least 10 % above the allocated storage ({pg.allocated_storage_gb} GB), as RDS "
+                f"requires; raise max_allocated_storage_gb to {floor} or more, or lower allocated_storage_gb",
+            )
+        )
+    return problems
 
 
 def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
@@ -736,6 +921,25 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                 )
             elif not re.fullmatch(r"[A-Z_][A-Z0-9_]*", var):
                 problems.append(Problem(file, f"{key}.{sname}.env.{var}", "not an environment variable name (A-Z, 0-9, _)"))
+            elif problem := plain_env_problem(var, dep.env[var]):
+                problems.append(
+                    Problem(
+                        file,
+                        f"{key}.{sname}.env.{var}",
+                        f"{problem}: declare it in stacks/apps/{sname}.yaml 'secrets' and set it with `pulumi config set --secret`",
+                    )
+                )
+            elif var == "PORT" and (
+                ports := {f"{n} listens on {s.port}" for n, s in system.services.items() if s.kind is ServiceKind.web and str(s.port) != dep.env[var]}
+            ):
+                problems.append(
+                    Problem(
+                        file,
+                        f"{key}.{sname}.env.PORT",
+                        f"'{dep.env[var]}' contradicts the catalog ({', '.join(sorted(ports))}: stacks/apps/{sname}.yaml), where the load balancer "
+                        "and its health check connect; remove PORT here (the catalog sets it)",
+                    )
+                )
 
         for svc_name, host in dep.hostnames.items():
             hkey = f"{key}.{sname}.hostnames.{svc_name}"
@@ -744,8 +948,29 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                 problems.append(Problem(file, hkey, f"unknown service '{svc_name}' of {sname}; its services are: {', '.join(system.services)}"))
             elif svc.kind is not ServiceKind.web:
                 problems.append(Problem(file, hkey, f"{svc_name} is a {svc.kind} service; only web services have a hostname"))
+            elif host.endswith(".") and _HOST_LABELS.match(host[:-1]):
+                problems.append(Problem(file, hkey, f"'{host}' ends with a dot; write '{host[:-1]}'"))
             elif not _HOST_LABELS.match(host):
-                problems.append(Problem(file, hkey, f"'{host}' is not a hostname (lower-case labels separated by dots)"))
+                problems.append(Problem(file, hkey, f"'{host}' is not a valid DNS name; allowed: lower-case labels of 1-63 a-z, 0-9 and '-' separated by dots"))
+            elif sc.domain and not edge.is_under(host, sc.domain) and "." in host and host.rsplit(".", 1)[-1] in {sc.domain.rsplit(".", 1)[-1], *_COMMON_TLDS}:
+                problems.append(
+                    Problem(
+                        file,
+                        hkey,
+                        f"'{host}' is not under the domain '{sc.domain}': a full name must end with '.{sc.domain}' (this stack's certificate "
+                        f"and records cover nothing else); a label under the domain is written without it, e.g. '{svc_name}' or '{svc_name}.{sname}'",
+                    )
+                )
+
+        for svc_name in dep.paused:
+            if svc_name not in system.services:
+                problems.append(
+                    Problem(
+                        file,
+                        f"{key}.{sname}.paused.{svc_name}",
+                        f"unknown service '{svc_name}' of {sname}{did_you_mean(svc_name, system.services)}; its services are: {', '.join(system.services)}",
+                    )
+                )
 
         for secret_name in dep.rotate:
             spec = system.secrets.get(secret_name)
@@ -785,18 +1010,13 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
             hostname = None
             if svc.kind is ServiceKind.web:
                 label = dep.hostnames.get(svc_name) or svc.hostname or f"{svc_name}.{sname}"
-                if sc.domain and label.endswith(sc.domain) and not edge.is_under(label, sc.domain):
+                hostname = label if not sc.domain or edge.is_under(label, sc.domain) else f"{label}.{sc.domain}"
+                if len(hostname) > 253:
                     problems.append(
                         Problem(
-                            file,
-                            f"{key}.{sname}.hostnames.{svc_name}",
-                            f"'{label}' is not under the domain '{sc.domain}' (a name under it ends with '.{sc.domain}'); "
-                            "give a label under the domain, e.g. 'api' or 'api.{sname}'",
+                            file, f"{key}.{sname}.hostnames.{svc_name}", f"'{hostname}' is longer than a DNS name may be (253 characters); give a shorter host"
                         )
                     )
-                hostname = label if not sc.domain or edge.is_under(label, sc.domain) else f"{label}.{sc.domain}"
-                if len(hostname) > 253 or not _HOST_LABELS.match(hostname):
-                    problems.append(Problem(file, f"{key}.{sname}.hostnames.{svc_name}", f"'{hostname}' is not a valid DNS name (labels of 1-63 a-z, 0-9, -)"))
                 owner = f"{sname}.{svc_name}"
                 if hostname in hosts:
                     problems.append(
@@ -816,7 +1036,16 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     platform_env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sc.kubernetes.otel_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
                 env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
                 services[svc_name] = DeployedService(
-                    sname, svc_name, svc, images[image_name], image_name, hostname, env_vars, missing[svc_name], held[svc_name]
+                    sname,
+                    svc_name,
+                    svc,
+                    images[image_name],
+                    image_name,
+                    hostname,
+                    env_vars,
+                    missing[svc_name],
+                    held[svc_name],
+                    paused=svc_name in dep.paused,
                 )
         deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate))
     if problems:

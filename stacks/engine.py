@@ -30,6 +30,9 @@ import pulumi
 from .yamlio import Secure, contains_secure, read_yaml
 
 PROJECT = "platform"
+STACK_FILE_SECTIONS = ("config", "environment", "secretsprovider", "encryptedkey", "encryptionsalt")
+"""What a stack file may hold at its top level (pulumi/pulumi sdk/go/common/workspace/project.go,
+``ProjectStack``): anything else is a typo the CLI would ignore, taking its values with it."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,23 @@ def _as_engine_string(value: Any) -> str:
 
 def _stack_file(stack: str, project_dir: Path) -> tuple[str, dict[str, Any]]:
     """The stack file's name and its ``config:`` (empty when the file is absent or holds only an ``environment:`` import)."""
-    from .errors import ConfigError, Problem
+    from .errors import ConfigError, Problem, did_you_mean
 
     path = project_dir / f"Pulumi.{stack}.yaml"
     if not path.exists():
         return path.name, {}
     raw = read_yaml(path, path.name)
+    if isinstance(raw, dict) and (unknown := [str(k) for k in raw if k not in STACK_FILE_SECTIONS]):
+        raise ConfigError(
+            [
+                Problem(
+                    path.name,
+                    key,
+                    f"unknown top-level section '{key}'{did_you_mean(key, STACK_FILE_SECTIONS)} (a stack file holds only {', '.join(STACK_FILE_SECTIONS)})",
+                )
+                for key in unknown
+            ]
+        )
     if not isinstance(raw, dict) or not isinstance(raw.get("config") or {}, dict):
         raise ConfigError([Problem(path.name, "config", "expected a mapping of configuration keys")])
     return path.name, {(k if ":" in str(k) else f"{PROJECT}:{k}"): v for k, v in (raw.get("config") or {}).items()}

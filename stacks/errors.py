@@ -7,6 +7,7 @@ in both cases before a single resource is declared.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import get_args, get_origin
@@ -42,6 +43,28 @@ class ConfigError(Exception):
 def fail(file: str, key: str, message: str) -> ConfigError:
     """Shorthand for a single-problem error."""
     return ConfigError([Problem(file, key, message)])
+
+
+def close_matches(word: str, choices: Iterable[str]) -> list[str]:
+    """The choices ``word`` is most likely a typo of (``sytems`` -> ``systems``), best first; several when
+    they are equally close (``us-est-1``: ``us-east-1`` and ``us-west-1``); empty when none is close."""
+    choices = list(dict.fromkeys(choices))
+    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), i) for i, c in enumerate(choices)), key=lambda t: (-t[0], t[1]))
+    if not scored or scored[0][0] < 0.6:
+        return []
+    return [choices[i] for ratio, i in scored if ratio == scored[0][0]]
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` is most likely a typo of, or None when none is close."""
+    found = close_matches(word, choices)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` (``'x' or 'y'`` for a tie; each shown after ``prefix``) for a likely typo, else ``""``."""
+    found = close_matches(word, choices)
+    return "; did you mean " + " or ".join(f"'{prefix}{m}'" for m in found) + "?" if found else ""
 
 
 def join_key(prefix: str, loc: Iterable[object]) -> str:
@@ -94,20 +117,43 @@ def _model_in(annotation: object) -> object:
 def from_validation_error(err: ValidationError, file: str, prefix: str, model: type[BaseModel] | None = None) -> ConfigError:
     """Translate pydantic's errors into problems with our key paths and plain wording."""
     problems = []
-    for e in err.errors(include_url=False):
-        # pydantic adds the validator kind (e.g. "function-after") to loc for union/validator steps
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    errors = [(e, [p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]) for e in err.errors(include_url=False)]
+    # pydantic adds the validator kind (e.g. "function-after") to loc for union/validator steps: dropped above
+    meant = set()  # (parent loc, key) an unknown key is probably a typo of: its "missing" error is the same mistake
+    for e, loc in errors:
+        if e["type"] == "extra_forbidden" and (match := closest(str(loc[-1]), _allowed_keys(model, loc) or ())):
+            meant.add((tuple(loc[:-1]), match))
+    for e, loc in errors:
         key = join_key(prefix, loc)
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc)
-            msg = f"unknown key '{loc[-1]}'" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            allowed = _allowed_keys(model, loc) or []
+            msg = f"unknown key '{loc[-1]}'" + did_you_mean(str(loc[-1]), allowed) + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
         elif e["type"] == "missing":
+            if (tuple(loc[:-1]), loc[-1]) in meant:
+                continue
             msg = "required key is missing"
         else:
             msg = e["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
+                # a rule across a model's keys that names one of them first ("postgres.final_snapshot is off ...") is about that key
+                path = msg.split(" ", 1)[0]
+                if "." in path and _field_path_exists(model, loc, path.split(".")):
+                    key = join_key(key, path.split("."))
             if e["type"] not in ("value_error", "assertion_error") and "input" in e and not isinstance(e["input"], dict | list):
                 msg += f" (got {e['input']!r})"
         problems.append(Problem(file, key, msg))
     return ConfigError(problems)
+
+
+def _field_path_exists(model: type[BaseModel] | None, loc: Sequence[object], path: Sequence[str]) -> bool:
+    """``path`` (``["postgres", "final_snapshot"]``) names a field below the model found at ``loc``."""
+    current: object = model
+    for part in [*loc, *path]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return False
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return False
+        current = _model_in(field.annotation)
+    return True

@@ -151,6 +151,25 @@ class SecurityPreset(Strict):
     (``protect_state``): the key policy denies ``kms:ScheduleKeyDeletion`` and ``kms:DisableKey`` to every
     other principal, the account root included. Unset: nobody may, until the key policy is changed (the
     key administrators keep ``kms:PutKeyPolicy``). Default: unset."""
+    redis_restore_role_arns: list[str] = Field(default_factory=list, max_length=10)
+    """IAM role ARNs that may read the Redis exports (the ``.rdb`` copies of every cache) in the export
+    and DR buckets, besides S3 replication: the roles that restore a cache from them (creating a
+    replication group with ``snapshot_arns`` needs ``s3:GetObject`` on each file) or download one. The
+    buckets deny ``s3:GetObject*`` to every other principal of the account, administrators included;
+    the role still needs an IAM policy that allows the read. Only with ``platform:recovery``. Default:
+    none (no principal of the account can read an export until one is named here)."""
+
+    @field_validator("redis_restore_role_arns")
+    @classmethod
+    def _role_arns(cls, arns: list[str]) -> list[str]:
+        import re  # the same form as break_glass_role_arn
+
+        bad = [a for a in arns if len(a) > 2048 or not re.fullmatch(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+", a)]
+        if bad:
+            raise ValueError(f"not an IAM role ARN (arn:aws:iam::<account>:role/<name>): {', '.join(bad)}")
+        if len(set(arns)) != len(arns):
+            raise ValueError("lists a role twice")
+        return arns
 
     @field_validator("secret_recovery_days")
     @classmethod
@@ -169,6 +188,22 @@ class EdgePreset(Strict):
     """The same for a service's ``strict_paths`` (darwin's ``/admin``). Default: 100."""
     access_log_days: int = Field(default=30, ge=1, le=3650)
     """Days ALB access logs are kept in S3. Default: 30; prod: 365."""
+    acknowledge_plain_http: bool = False
+    """Serve web services without ``platform:domain``: plain HTTP on the internet, one listener port per
+    service. Without it a stack with web services and no domain is refused. Default: false; dev: true
+    (a first stack has no domain yet). A staging or prod stack that means it sets
+    ``platform:overrides: {edge: {acknowledge_plain_http: true}}`` in its file."""
+    ingress_cidrs: list[str] | None = None
+    """IPv4 ranges (office, VPN exits) the load balancer admits on its open ports: 443 and 80 with a
+    domain, else each web service's HTTP port (8000-8999). Each is a CIDR without host bits, /8 or
+    narrower; none inside another; ``0.0.0.0/0`` only alone. Default: none (the internet, ``0.0.0.0/0``)."""
+
+    @field_validator("ingress_cidrs")
+    @classmethod
+    def _ranges(cls, cidrs: list[str] | None) -> list[str] | None:
+        from . import edge  # the rules live with the load balancer's other pure functions
+
+        return None if cidrs is None else edge.ingress_cidrs([edge.ingress_cidr(c) for c in cidrs])
 
 
 class ObservabilityPreset(Strict):
@@ -197,6 +232,37 @@ class ObservabilityPreset(Strict):
     """Redis memory alarm for ``noeviction`` caches: writes fail when full, so warn early. Default: 70."""
 
 
+class BudgetPreset(Strict):
+    """The environment's AWS Budget (components/budget.py) and the cost check of a pull request (tools/cost.py)."""
+
+    enabled: bool = True
+    """A monthly cost budget, filtered by the ``environment`` cost allocation tag, alerting the alarm topic. Default: true."""
+    amount_usd: float | None = Field(default=None, gt=0, le=10_000_000)
+    """The monthly budget in USD. Default: the stack's modeled monthly cost (``stacks/modeled-cost.json``,
+    written by ``python -m tools.cost --write-model``) plus ``margin_percent``."""
+    margin_percent: float = Field(default=25, ge=0, le=1000)
+    """Added to the modeled cost for the default amount: the model leaves out usage charges (data
+    transfer, log ingestion, KMS and WAF requests). Default: 25."""
+    actual_alerts_percent: list[float] = Field(default_factory=lambda: [80.0, 100.0], max_length=5)
+    """Alert when the month's actual cost passes these shares of the amount. Default: 80 and 100."""
+    forecast_alerts_percent: list[float] = Field(default_factory=lambda: [100.0], max_length=5)
+    """Alert when AWS's forecast of the month passes these shares of the amount. Default: 100."""
+    change_percent: float | None = Field(default=20, gt=0, le=1000)
+    """A pull request that raises this stack's modeled monthly cost by more than this share is marked as
+    needing attention (never failed). None: no share limit. Default: 20."""
+    change_usd: float | None = Field(default=200, gt=0)
+    """The same in USD a month; whichever is passed first counts. None: no amount limit. Default: 200."""
+
+    @field_validator("actual_alerts_percent", "forecast_alerts_percent")
+    @classmethod
+    def _thresholds(cls, values: list[float]) -> list[float]:
+        if any(not 0 < v <= 1000 for v in values):
+            raise ValueError("each threshold is a percentage of the amount, above 0 and at most 1000")
+        if len(set(values)) != len(values):
+            raise ValueError("lists a threshold twice")
+        return values
+
+
 class Preset(Strict):
     """Everything that differs between environments."""
 
@@ -208,6 +274,7 @@ class Preset(Strict):
     security: SecurityPreset = SecurityPreset()
     edge: EdgePreset = EdgePreset()
     observability: ObservabilityPreset = ObservabilityPreset()
+    budget: BudgetPreset = BudgetPreset()
     acknowledge_unprotected_data: bool = False
     """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection,
     a final snapshot (Postgres or Redis) or ``security.protect_state``."""
@@ -243,6 +310,7 @@ PRESETS: dict[str, dict] = {
         "redis": {"final_snapshot": False},
         "compute": {"spot": True, "web_max_tasks": 2, "exec_enabled": True},
         "observability": {"log_level": "debug", "evaluation_minutes": 15},
+        "edge": {"acknowledge_plain_http": True},
     },
     "staging": {
         "security": {"secret_recovery_days": 7},

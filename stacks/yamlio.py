@@ -66,9 +66,13 @@ def read_yaml(path: Path, display: str | None = None) -> Any:
     """Parse ``path``; a syntax error becomes a :class:`ConfigError` naming the file and line."""
     name = display or path.name
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise fail(name, "", "file not found") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise fail(name, _key_at(raw, err.start), _not_utf8(raw, err.start)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
@@ -77,3 +81,44 @@ def read_yaml(path: Path, display: str | None = None) -> Any:
         problem = getattr(err, "problem", None) or str(err)
         raise fail(name, "", f"not valid YAML: {where}{problem}") from None
     return _mark_secure(data)
+
+
+def _not_utf8(raw: bytes, at: int) -> str:
+    """What is wrong with a file that is not UTF-8, and where (the YAML spec and Pulumi read UTF-8)."""
+    line = raw.count(b"\n", 0, at) + 1
+    column = len(raw[raw.rfind(b"\n", 0, at) + 1 : at].decode("utf-8", errors="replace")) + 1
+    return (
+        f"not UTF-8: byte 0x{raw[at]:02x} on line {line}, column {column} is not valid UTF-8 (a file saved as Latin-1 or "
+        "Windows-1252, or UTF-16?); save the file as UTF-8"
+    )
+
+
+def _key_at(raw: bytes, at: int) -> str:
+    """The key path of the value on the line of byte ``at`` (``platform:systems.darwin.env.X``), or ``""``.
+
+    The text is decoded with replacement characters and composed (nodes only, nothing constructed), so
+    an error can name the key as well as the line; the ``config:`` level of a stack file is left out,
+    as everywhere else in the messages."""
+    line = raw.count(b"\n", 0, at)
+    try:
+        node = yaml.compose(raw.decode("utf-8", errors="replace"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return ""
+    path: list[str] = []
+    while node is not None:
+        found = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.start_mark.line <= line <= max(key.end_mark.line, value.end_mark.line - (value.end_mark.column == 0)):
+                    found, step = value, str(key.value)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                if item.start_mark.line <= line <= item.end_mark.line:
+                    found, step = item, f"[{i}]"
+        if found is None:
+            break
+        path.append(step)
+        node = found
+    if path[:1] == ["config"] and len(path) > 1:
+        path = path[1:]
+    return "".join(p if p.startswith("[") or not i else f".{p}" for i, p in enumerate(path))

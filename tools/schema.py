@@ -16,6 +16,7 @@ from pathlib import Path
 from stacks.catalog import System
 from stacks.config import PROJECT, StackConfig
 from stacks.presets import Preset
+from stacks.regions import AWS_REGIONS
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "stacks" / "schema"
 
@@ -39,7 +40,7 @@ def stack_schema() -> dict:
             },
         },
     }
-    props["aws:region"] = {"type": "string", "description": "AWS region, e.g. us-east-1.", "pattern": r"^[a-z]{2}(-gov)?-[a-z]+-\d$"}
+    props["aws:region"] = {"type": "string", "description": "AWS region of the aws partition (botocore's list), e.g. us-east-1.", "enum": list(AWS_REGIONS)}
     defs["Secure"] = {"type": "object", "properties": {"secure": {"type": "string"}}, "required": ["secure"], "additionalProperties": False}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
