@@ -4,8 +4,9 @@ Children: ``aws:kms/key:Key`` (``<name>-key``, yearly rotation on; protected and
 ``protect``) and ``aws:kms/alias:Alias``.
 The key policy gives the account root full control (so IAM policies decide who uses it, the AWS
 default), lets CloudWatch Logs in this region use it for log groups of this account, which a log
-group's ``kmsKeyId`` requires, and lets CloudWatch alarms of this account publish to the encrypted
-alarm topic.
+group's ``kmsKeyId`` requires, and lets CloudWatch alarms and RDS event notifications of this account
+publish to the encrypted alarm topic. A protected key (prod, staging) cannot be scheduled for deletion
+or disabled by anyone but the break-glass role.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ class EnvironmentKeyArgs:
     protect: bool = False
     """Pulumi ``protect`` and ``retain_on_delete`` on the key (preset ``security.protect_state``): every
     secret, database, cache, log group and backup of the environment is encrypted with it, and a
-    scheduled key deletion makes all of them unreadable once the window ends. Default: false."""
+    scheduled key deletion makes all of them unreadable once the window ends. With it, the key policy
+    also denies ``kms:ScheduleKeyDeletion`` and ``kms:DisableKey`` to every principal but
+    ``break_glass_role_arn``. Default: false."""
+    break_glass_role_arn: str | None = None
+    """The one role that may schedule the deletion of, or disable, a protected key (preset
+    ``security.break_glass_role_arn``). Unset: nobody, until the key policy is changed."""
 
 
 class EnvironmentKey(pulumi.ComponentResource):
@@ -42,7 +48,9 @@ class EnvironmentKey(pulumi.ComponentResource):
     def __init__(self, name: str, args: EnvironmentKeyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:security:EnvironmentKey", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        policy = pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(_key_policy(account, args.region)))
+        policy = pulumi.Output.from_input(args.account_id).apply(
+            lambda account: json.dumps(_key_policy(account, args.region, protect=args.protect, break_glass_role_arn=args.break_glass_role_arn))
+        )
         region = args.region if args.in_other_region else None
         key = aws.kms.Key(
             f"{name}-key",
@@ -60,7 +68,25 @@ class EnvironmentKey(pulumi.ComponentResource):
         self.register_outputs({"arn": self.arn})
 
 
-def _key_policy(account: str, region: str) -> dict:
+def _key_policy(account: str, region: str, *, protect: bool = False, break_glass_role_arn: str | None = None) -> dict:
+    statements: list[dict] = []
+    if protect:
+        # An explicit Deny in the key policy wins over every Allow, the root's included (KMS developer
+        # guide, "Key policies in AWS KMS" and IAM policy evaluation logic), so neither a mistaken
+        # `aws kms schedule-key-deletion` nor a disabled key takes the environment's data with it.
+        # aws:PrincipalArn is the role's ARN for an assumed-role session (IAM "AWS global condition
+        # context keys"). The key administrators keep kms:PutKeyPolicy: changing this policy is the
+        # documented, reviewable way out when no break-glass role is set.
+        deny: dict = {
+            "Sid": "ProtectKeyFromDeletion",
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": ["kms:ScheduleKeyDeletion", "kms:DisableKey"],
+            "Resource": "*",
+        }
+        if break_glass_role_arn:
+            deny["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": break_glass_role_arn}}
+        statements.append(deny)
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -84,5 +110,27 @@ def _key_policy(account: str, region: str) -> dict:
                 "Resource": "*",
                 "Condition": {"StringEquals": {"aws:SourceAccount": account}},
             },
+            {
+                # RDS event notifications publish to the encrypted alarm topic (SNS developer guide,
+                # "Configure AWS KMS permissions for AWS services": events.rds.amazonaws.com)
+                "Sid": "RdsEventsToSns",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.rds.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            },
+            {
+                # AWS Budgets alerts publish to the encrypted alarm topic (AWS Cost Management user guide,
+                # "Creating an Amazon SNS topic for budget notifications", "Protecting your Amazon SNS
+                # budget alerts data with SSE and AWS KMS"). The guide gives no condition: one the
+                # service does not send would drop every alert silently.
+                "Sid": "BudgetsToSns",
+                "Effect": "Allow",
+                "Principal": {"Service": "budgets.amazonaws.com"},
+                "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+                "Resource": "*",
+            },
+            *statements,
         ],
     }

@@ -52,6 +52,8 @@ class NetworkArgs:
     """Encrypts the flow log group. Default: CloudWatch's own encryption."""
     existing: ExistingVpc | None = None
     """Adopt this VPC instead of creating one. Default: create."""
+    account_id: pulumi.Input[str] | None = None
+    """Our account: scopes the S3 endpoint policy and the flow-log role's trust. Default: unscoped."""
 
 
 class Network(pulumi.ComponentResource):
@@ -157,6 +159,7 @@ class Network(pulumi.ComponentResource):
             service_name=f"com.amazonaws.{args.region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=[rt.id for rt in route_tables] + [isolated_rt.id],
+            policy=s3_endpoint_policy(args.account_id, args.region) if args.account_id is not None else None,
             tags={"Name": f"{name}-s3"},
             opts=child,
         )
@@ -177,7 +180,13 @@ class Network(pulumi.ComponentResource):
         )
         role = aws.iam.Role(
             f"{name}-flow-logs",
-            assume_role_policy=service_trust("vpc-flow-logs.amazonaws.com"),
+            # VPC user guide, "IAM role for publishing flow logs to CloudWatch Logs": the trust policy
+            # with aws:SourceAccount and aws:SourceArn arn:aws:ec2:<region>:<account>:vpc-flow-log/*
+            assume_role_policy=service_trust(
+                "vpc-flow-logs.amazonaws.com",
+                source_account=args.account_id,
+                source_arn=pulumi.Output.concat("arn:aws:ec2:", args.region, ":", args.account_id, ":vpc-flow-log/*") if args.account_id is not None else None,
+            ),
             opts=child,
         )
         aws.iam.RolePolicy(
@@ -210,3 +219,54 @@ class Network(pulumi.ComponentResource):
             tags={"Name": name},
             opts=child,
         )
+
+
+OBJECT_ACTIONS = [
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+    "s3:ListBucket",
+    "s3:GetBucketLocation",
+]
+"""What code in the VPC may do to this account's buckets through the endpoint: read and write objects.
+Bucket administration (policies, ACLs, public access blocks) goes through Pulumi from outside the VPC."""
+
+
+def s3_endpoint_policy(account_id: pulumi.Input[str], region: str) -> pulumi.Output[str]:
+    """The S3 gateway endpoint's policy: what traffic from the private and isolated subnets may reach
+    through it. Only this account's buckets (``aws:ResourceAccount``, IAM "AWS global condition
+    context keys"; a stolen credential of another account cannot be used to copy data out through the
+    endpoint) and the ECR layer bucket, where image layers are downloaded from (ECR user guide,
+    "Amazon ECR interface VPC endpoints": minimum S3 gateway endpoint policy
+    ``arn:aws:s3:::prod-<region>-starport-layer-bucket/*``, ``s3:GetObject``), object operations only
+    (:data:`OBJECT_ACTIONS`). The endpoint policy grants nothing: the caller's IAM policy and the
+    bucket's policy still decide."""
+
+    def document(account: str) -> str:
+        return json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "OwnAccountBuckets",
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": OBJECT_ACTIONS,
+                        "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"],
+                        "Condition": {"StringEquals": {"aws:ResourceAccount": account}},
+                    },
+                    {
+                        "Sid": "EcrImageLayers",
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::prod-{region}-starport-layer-bucket/*",
+                    },
+                ],
+            }
+        )
+
+    return pulumi.Output.from_input(account_id).apply(document)

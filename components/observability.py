@@ -38,6 +38,8 @@ import pulumi_aws as aws
 
 from stacks.presets import ObservabilityPreset, postgres_max_connections
 
+from .budget import topic_policy_statement
+
 GIB = 1024**3
 
 
@@ -45,6 +47,10 @@ GIB = 1024**3
 class AlarmTopicArgs:
     kms_key_arn: pulumi.Input[str]
     emails: Sequence[str] = ()
+    account_id: pulumi.Input[str] | None = None
+    """With it, the topic gets an access policy: SNS's default statement (this account's principals and
+    services acting for it, ``AWS:SourceOwner``: CloudWatch alarms and RDS events publish through it)
+    plus AWS Budgets, which only a statement naming it may publish (components/budget.py)."""
 
 
 class AlarmTopic(pulumi.ComponentResource):
@@ -56,11 +62,43 @@ class AlarmTopic(pulumi.ComponentResource):
         super().__init__("platform:observability:AlarmTopic", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         topic = aws.sns.Topic(f"{name}-topic", kms_master_key_id=args.kms_key_arn, opts=child)
+        if args.account_id is not None:
+            policy = pulumi.Output.all(topic.arn, args.account_id).apply(lambda v: json.dumps(alarm_topic_policy(v[0], v[1])))
+            aws.sns.TopicPolicy(f"{name}-policy", arn=topic.arn, policy=policy, opts=child)
         for email in args.emails:
             slug = re.sub(r"[^a-z0-9]+", "-", email.lower()).strip("-")
             aws.sns.TopicSubscription(f"{name}-{slug}", topic=topic.arn, protocol="email", endpoint=email, opts=child)
         self.arn = topic.arn
         self.register_outputs({"arn": self.arn})
+
+
+def alarm_topic_policy(topic_arn: str, account: str) -> dict:
+    """The alarm topic's access policy. A topic policy replaces SNS's default one, so its owner statement
+    is kept as SNS writes it (SNS developer guide, "Example cases for Amazon SNS access control"); the
+    second statement lets AWS Budgets of this account publish."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AccountOwner",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": [
+                    "SNS:GetTopicAttributes",
+                    "SNS:SetTopicAttributes",
+                    "SNS:AddPermission",
+                    "SNS:RemovePermission",
+                    "SNS:DeleteTopic",
+                    "SNS:Subscribe",
+                    "SNS:ListSubscriptionsByTopic",
+                    "SNS:Publish",
+                ],
+                "Resource": topic_arn,
+                "Condition": {"StringEquals": {"AWS:SourceOwner": account}},
+            },
+            topic_policy_statement(topic_arn, account),
+        ],
+    }
 
 
 class TelemetryCredential(pulumi.ComponentResource):
@@ -93,6 +131,8 @@ class WebTarget:
     """Target group ARN suffix (``targetgroup/...``)."""
     load_balancer: pulumi.Input[str]
     """Load balancer ARN suffix (``app/...``)."""
+    paused: bool = False
+    """See :class:`EcsService`."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +140,9 @@ class EcsService:
     key: str
     service_name: pulumi.Input[str]
     singleton: bool
+    paused: bool = False
+    """An operator paused it (``platform:systems.<s>.paused``): its alarms keep evaluating but notify
+    no one, so ``pulumi up`` agrees with ``tools.ops pause``, which turned their actions off."""
 
 
 @dataclass(frozen=True)
@@ -141,17 +184,17 @@ class SystemMonitoring(pulumi.ComponentResource):
         for web in args.web:
             dims = {"TargetGroup": web.target_group, "LoadBalancer": web.load_balancer}
             self._alarm(f"{web.key}-no-healthy-targets", f"{web.key} is down: no healthy targets", "AWS/ApplicationELB", "HealthyHostCount",
-                        dims, "Minimum", "LessThanThreshold", 1, periods=1, missing="breaching")  # fmt: skip
+                        dims, "Minimum", "LessThanThreshold", 1, periods=1, missing="breaching", paused=web.paused)  # fmt: skip
             self._alarm(f"{web.key}-failing-health-checks", f"{web.key}: a target has failed its health check for 3 minutes", "AWS/ApplicationELB",
-                        "UnHealthyHostCount", dims, "Maximum", "GreaterThanOrEqualToThreshold", 1, periods=3)  # fmt: skip
+                        "UnHealthyHostCount", dims, "Maximum", "GreaterThanOrEqualToThreshold", 1, periods=3, paused=web.paused)  # fmt: skip
             self._error_rate(web, dims, s.error_rate_percent, minutes)
             self._alarm(f"{web.key}-p95-latency", f"{web.key}: p95 response time above {s.latency_p95_seconds} s", "AWS/ApplicationELB",
-                        "TargetResponseTime", dims, "p95", "GreaterThanThreshold", s.latency_p95_seconds, periods=minutes)  # fmt: skip
+                        "TargetResponseTime", dims, "p95", "GreaterThanThreshold", s.latency_p95_seconds, periods=minutes, paused=web.paused)  # fmt: skip
         for svc in args.services:
             if svc.singleton:
                 self._alarm(f"{svc.key}-not-running", f"{svc.key}: the singleton is not running", "ECS/ContainerInsights", "RunningTaskCount",
                             {"ClusterName": args.cluster_name, "ServiceName": svc.service_name}, "Minimum", "LessThanThreshold", 1, periods=3,
-                            missing="breaching")  # fmt: skip
+                            missing="breaching", paused=svc.paused)  # fmt: skip
         if (db := args.database) is not None:
             dims = {"DBInstanceIdentifier": db.identifier}
             self._alarm(f"{args.system}-db-cpu", f"{db.identifier}: CPU above {s.db_cpu_percent} %", "AWS/RDS", "CPUUtilization", dims,
@@ -184,7 +227,7 @@ class SystemMonitoring(pulumi.ComponentResource):
         self.register_outputs({})
 
     def _alarm(self, key: str, description: str, namespace: str, metric: str, dimensions: dict, statistic: str, comparison: str,
-               threshold: float, *, periods: int, missing: str = "notBreaching") -> None:  # fmt: skip
+               threshold: float, *, periods: int, missing: str = "notBreaching", paused: bool = False) -> None:  # fmt: skip
         stat = {"extended_statistic": statistic} if statistic.startswith("p") else {"statistic": statistic}
         aws.cloudwatch.MetricAlarm(
             key,
@@ -200,6 +243,7 @@ class SystemMonitoring(pulumi.ComponentResource):
             treat_missing_data=missing,
             alarm_actions=[self._args.topic_arn],
             ok_actions=[self._args.topic_arn],
+            actions_enabled=not paused,
             **stat,
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -227,6 +271,7 @@ class SystemMonitoring(pulumi.ComponentResource):
             percent,
             minutes,
             self._args.topic_arn,
+            paused=web.paused,
         )
 
 
@@ -269,7 +314,7 @@ class LoadBalancerMonitoring(pulumi.ComponentResource):
 
 
 def _rate_alarm(key: str, parent: pulumi.Resource, description: str, metrics: dict[str, str], dims: dict, expression: str, percent: float,
-                minutes: int, topic_arn: pulumi.Input[str]) -> aws.cloudwatch.MetricAlarm:  # fmt: skip
+                minutes: int, topic_arn: pulumi.Input[str], paused: bool = False) -> aws.cloudwatch.MetricAlarm:  # fmt: skip
     """A metric-math alarm on ``expression`` (a percentage) over per-minute sums of ``metrics`` (id -> name)."""
     queries = [
         aws.cloudwatch.MetricAlarmMetricQueryArgs(
@@ -290,6 +335,7 @@ def _rate_alarm(key: str, parent: pulumi.Resource, description: str, metrics: di
         metric_queries=[*queries, aws.cloudwatch.MetricAlarmMetricQueryArgs(id="rate", label="5xx %", return_data=True, expression=expression)],
         alarm_actions=[topic_arn],
         ok_actions=[topic_arn],
+        actions_enabled=not paused,
         opts=pulumi.ResourceOptions(parent=parent),
     )
 

@@ -132,6 +132,11 @@ class Redis(pulumi.ComponentResource):
             auth_token_update_strategy=auth_token_update_strategy(args.rotation, args.revoked),
             auto_minor_version_upgrade=True,
             snapshot_retention_limit=s.snapshot_retention_days,
+            # A delete (a replacement included) first takes a manual snapshot, which is kept when the
+            # automatic ones go with the group (ElastiCache DeleteReplicationGroup FinalSnapshotIdentifier).
+            # The provider only keeps it in state and sends it on delete (terraform-provider-aws
+            # replication_group.go: no ForceNew, not read back), so it never causes a diff of its own.
+            final_snapshot_identifier=f"{args.replication_group_id}-final" if s.final_snapshot else None,
             snapshot_window="03:30-04:30",
             maintenance_window="sun:05:00-sun:06:00",
             apply_immediately=False,

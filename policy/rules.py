@@ -177,7 +177,11 @@ def alb_serves_https(type_: str, props: Props, urn: str, config: Mapping[str, An
 
 
 def prod_data_deletion_protection(type_: str, props: Props, urn: str, config: Mapping[str, Any]) -> list[str]:
-    if type_ != RDS or not is_prod(config):
+    if not is_prod(config):
+        return []
+    if type_ == REDIS:
+        return [] if props.get("finalSnapshotIdentifier") else ["production cache without a final snapshot (finalSnapshotIdentifier)"]
+    if type_ != RDS:
         return []
     out = []
     if props.get("deletionProtection") is not True:
@@ -289,10 +293,10 @@ RULES = [
     Rule("alb-serves-https", "HTTP listeners redirect to HTTPS.", alb_serves_https, MANDATORY, (LISTENER,)),
     Rule(
         "prod-data-deletion-protection",
-        "Production databases (preset prod) have deletion protection and a final snapshot.",
+        "Production databases (preset prod) have deletion protection and a final snapshot; production caches a final snapshot.",
         prod_data_deletion_protection,
         MANDATORY,
-        (RDS,),
+        (RDS, REDIS),
         PRESET_CONFIG,
         ("preset",),
     ),

@@ -189,6 +189,13 @@ def test_prod_data_deletion_protection(plans):
     assert violations("prod-data-deletion-protection", db, inputs=broken(db, deletionProtection=False))
     assert violations("prod-data-deletion-protection", db, inputs=broken(db, skipFinalSnapshot=True))
     assert violations("prod-data-deletion-protection", first(plans["dev"], rules.RDS), stack="dev") == []  # dev may be destroyed
+    # issue 15: a prod cache's delete (a replacement included) keeps a final snapshot
+    cache = first(plans["prod"], rules.REDIS)
+    assert violations("prod-data-deletion-protection", cache) == []
+    assert violations("prod-data-deletion-protection", cache, inputs=broken(cache, finalSnapshotIdentifier=None)) == [
+        "production cache without a final snapshot (finalSnapshotIdentifier)"
+    ]
+    assert violations("prod-data-deletion-protection", first(plans["dev"], rules.REDIS), stack="dev") == []
 
 
 def test_prod_state_protected(plans):

@@ -46,6 +46,9 @@ KINDS: dict[tuple[str, str], tuple[str, int]] = {
     ("aws:sns/topic:Topic", "policy"): (RESOURCE, 30_720),
     ("aws:secretsmanager/secretPolicy:SecretPolicy", "policy"): (RESOURCE, 20_480),
     ("aws:ecr/repositoryPolicy:RepositoryPolicy", "policy"): (REPOSITORY, 10_240),
+    # 5,120 for an account-level policy, 51,200 for one scoped to a log group (CloudWatch Logs): the stricter
+    ("aws:cloudwatch/logResourcePolicy:LogResourcePolicy", "policyDocument"): (RESOURCE, 5_120),
+    ("aws:ec2/vpcEndpoint:VpcEndpoint", "policy"): (RESOURCE, 20_480),  # VPC quotas: "VPC endpoint policy size"
 }
 SERVICE_PRINCIPAL = re.compile(r"[a-z0-9][a-z0-9.-]*\.amazonaws\.com")
 
