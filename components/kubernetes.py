@@ -24,6 +24,13 @@ Children, in the namespace ``<system>-<env>`` (``kubernetes:core/v1:Namespace``,
   :func:`drain_seconds`), so its grace period is that sleep + shutdown + 5 s.
   Singletons run one replica with the ``Recreate`` strategy (never two at once); the rest roll with
   ``maxUnavailable: 0``.
+- Database roles (``components/postgres.py``): the ``db-roles`` bootstrap runs as the migration Job's
+  init container, before ``migrate``; a system without a migration gets a Job of its own
+  (``<service>-db-roles-<hash>``, the first service in start order that reads ``DATABASE_URL``). Both
+  read the owner's credentials from a Secret ``db-owner-<hash>`` that only they mount (with External
+  Secrets: its own ServiceAccount ``db-owner``, IAM role and SecretStore, reading only the owner secret);
+  ``migrate`` connects as the owner, every app pod as the app role (a runtime-DDL service, Ponder, as the
+  DDL role). Every Deployment that reads ``DATABASE_URL`` waits for that Job.
 - Migrations: a ``Job`` named from a hash of its whole spec (``<service>-migrate-<hash>``) that Pulumi
   waits on before it touches the Deployment; a failed migration fails ``pulumi up`` and the old pods
   keep serving. It carries ``pulumi.com/replaceUnready: "true"``, so the next ``up`` deletes and reruns
@@ -76,6 +83,8 @@ REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
 (deleted and created again under its name) instead of awaited again (pulumi-kubernetes
 provider/pkg/provider/provider.go Diff: ``metadata.ReplaceUnready``, Jobs only, since v3.2.0)."""
 GRACE_MARGIN_SECONDS = 5
+OWNER_ACCOUNT = "db-owner"
+"""ServiceAccount, SecretStore and Secret name prefix of the owner's credentials (bootstrap and migration only)."""
 
 
 def provider(settings: KubernetesConfig, kubeconfig: pulumi.Output[str] | None) -> k8s.Provider:
@@ -180,8 +189,30 @@ class SystemWorkloads(pulumi.ComponentResource):
         )
         self._child = pulumi.ResourceOptions(parent=self, depends_on=[ns])
         migration = system.system.migration
+        prepared = {}
         for svc in system.services.values():
-            self._service(svc, migration if migration and migration.service == svc.name else None)
+            account = self._service_account(svc)
+            prepared[svc.name] = (account, self._secret(svc, account))
+        # the Job that runs the database-roles bootstrap (and the migration, when there is one) gates every
+        # Deployment that connects to Postgres; a held service runs none (it could never finish)
+        roles_by = postgres.bootstrap_service(system.system, list(system.services)) if system.system.postgres else None
+        db_gate = None
+        migrated = False
+        if roles_by is not None and not system.services[roles_by].held:
+            svc = system.services[roles_by]
+            owner = self._owner_secret(svc)
+            if migration is not None and migration.service == roles_by:
+                db_gate = self._migration(svc, migration, *prepared[roles_by][::-1], owner=owner)
+                migrated = True
+            else:
+                db_gate = self._roles_job(svc, prepared[roles_by][0], owner)
+        for svc in system.services.values():
+            gates: list[pulumi.Resource] = []
+            if db_gate is not None and "DATABASE_URL" in svc.spec.secrets:
+                gates.append(db_gate)
+            elif migration is not None and migration.service == svc.name and not migrated and not svc.held:
+                gates.append(self._migration(svc, migration, prepared[svc.name][1], prepared[svc.name][0]))
+            self._service(svc, *prepared[svc.name], gates)
         self.register_outputs({"namespace": self.namespace})
 
     # ------------------------------------------------------------------ labels and metadata
@@ -205,16 +236,13 @@ class SystemWorkloads(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ one service
 
-    def _service(self, svc: DeployedService, migration: Migration | None) -> None:
+    def _service(
+        self, svc: DeployedService, account: k8s.core.v1.ServiceAccount, secret_name: pulumi.Input[str] | None, gates: Sequence[pulumi.Resource]
+    ) -> None:
+        """The service's Deployment (after ``gates``: the Job that migrates or bootstraps its database)."""
         a = self._args
         key = svc.key
-        account = self._service_account(svc)
-        secret_name = self._secret(svc, account)
         pod_spec = self._pod_spec(svc, secret_name, account)
-        gates: list[pulumi.Resource] = []
-        if migration is not None and not svc.held:
-            # held: its secrets or image are missing, so the Job could never finish; it runs once released
-            gates.append(self._migration(svc, migration, secret_name, account))
         low, high = task_counts(svc, a.compute)
         singleton = svc.spec.kind is ServiceKind.singleton
         autoscaled = high > low
@@ -246,7 +274,7 @@ class SystemWorkloads(pulumi.ComponentResource):
         a = self._args
         annotations = None
         if a.settings.secrets == "external-secrets" and svc.spec.secrets:  # IAM refuses a statement with no resources
-            role = self._irsa_role(svc)
+            role = self._irsa_role(svc.key, svc.name, list(a.secrets.arns_for(svc.name).values()))
             annotations = {"eks.amazonaws.com/role-arn": role}
         return k8s.core.v1.ServiceAccount(
             f"{svc.key}-sa",
@@ -255,8 +283,8 @@ class SystemWorkloads(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _irsa_role(self, svc: DeployedService) -> pulumi.Output[str]:
-        """An IAM role only this service account can assume, reading only this service's secrets."""
+    def _irsa_role(self, key: str, account_name: str, arns: Sequence[pulumi.Input[str]]) -> pulumi.Output[str]:
+        """An IAM role only the service account ``account_name`` can assume, reading only ``arns``."""
         a = self._args
         provider_arn = a.settings.oidc_provider_arn or ""
         issuer = provider_arn.split(":oidc-provider/", 1)[1]
@@ -268,14 +296,13 @@ class SystemWorkloads(pulumi.ComponentResource):
                     "Principal": {"Federated": provider_arn},
                     "Action": "sts:AssumeRoleWithWebIdentity",
                     "Condition": {
-                        "StringEquals": {f"{issuer}:sub": f"system:serviceaccount:{self.namespace}:{svc.name}", f"{issuer}:aud": "sts.amazonaws.com"}
+                        "StringEquals": {f"{issuer}:sub": f"system:serviceaccount:{self.namespace}:{account_name}", f"{issuer}:aud": "sts.amazonaws.com"}
                     },
                 }
             ],
         }
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(f"{svc.key}-irsa", assume_role_policy=json.dumps(trust), opts=child)
-        arns = list(a.secrets.arns_for(svc.name).values())
+        role = aws.iam.Role(f"{key}-irsa", assume_role_policy=json.dumps(trust), opts=child)
         policy = pulumi.Output.all(a.kms_key_arn, *arns).apply(
             lambda v: json.dumps(
                 {
@@ -292,8 +319,60 @@ class SystemWorkloads(pulumi.ComponentResource):
                 }
             )
         )
-        aws.iam.RolePolicy(f"{svc.key}-irsa", role=role.id, policy=policy, opts=child)
+        aws.iam.RolePolicy(f"{key}-irsa", role=role.id, policy=policy, opts=child)
         return role.arn
+
+    def _owner_secret(self, svc: DeployedService) -> pulumi.Output[str]:
+        """The Kubernetes Secret with the owner's credentials, for the ``db-roles`` and ``migrate`` containers
+        only: ``DATABASE_URL`` (the owner's URL) and the bootstrap's variables. Named after the rotation of
+        ``DATABASE_URL``: a rotation is a new Secret, so a new Job."""
+        a = self._args
+        system = a.system.system
+        ddl = bool(postgres.runtime_ddl_services(system))
+        keys = {"DATABASE_URL": postgres.OWNER_URL_KEY, **postgres.bootstrap_secrets(ddl)}
+        name = f"{OWNER_ACCOUNT}-{revision_hash([a.secrets.owner_revision])}"
+        key = f"{system.name}-{OWNER_ACCOUNT}"
+        if a.settings.secrets == "kubernetes":
+            values = a.secrets.owner_value.apply(lambda raw: {env: json.loads(raw)[k] for env, k in keys.items()})
+            secret = k8s.core.v1.Secret(
+                f"{key}-secret",
+                metadata=self._meta(name, svc),
+                type="Opaque",
+                immutable=True,
+                string_data=pulumi.Output.secret(values),
+                opts=self._child,
+            )
+            return secret.metadata.name
+        role = self._irsa_role(key, OWNER_ACCOUNT, [a.secrets.owner_arn])
+        account = k8s.core.v1.ServiceAccount(
+            f"{key}-sa",
+            metadata=self._meta(OWNER_ACCOUNT, svc, {"eks.amazonaws.com/role-arn": role}),
+            automount_service_account_token=False,
+            opts=self._child,
+        )
+        store = k8s.apiextensions.CustomResource(
+            f"{key}-store",
+            api_version=ESO_API,
+            kind="SecretStore",
+            metadata=self._meta(OWNER_ACCOUNT, svc),
+            spec={"provider": {"aws": {"service": "SecretsManager", "region": a.region, "auth": {"jwt": {"serviceAccountRef": {"name": OWNER_ACCOUNT}}}}}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, account]),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{key}-external-secret",
+            api_version=ESO_API,
+            kind="ExternalSecret",
+            metadata=self._meta(name, svc),
+            spec={
+                "refreshInterval": "1h",
+                "secretStoreRef": {"name": OWNER_ACCOUNT, "kind": "SecretStore"},
+                "target": {"name": name, "creationPolicy": "Owner", "deletionPolicy": "Retain"},
+                # one JSON key of the owner secret each (External Secrets, AWS Secrets Manager provider: remoteRef.property)
+                "data": [{"secretKey": env, "remoteRef": {"key": a.secrets.owner_name, "property": k}} for env, k in sorted(keys.items())],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, store]),
+        )
+        return pulumi.Output.from_input(name)
 
     def _secret(self, svc: DeployedService, account: k8s.core.v1.ServiceAccount) -> pulumi.Output[str] | None:
         """The Kubernetes Secret the service's secret env comes from; its name changes with any secret's revision."""
@@ -338,7 +417,15 @@ class SystemWorkloads(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ pods
 
-    def _container(self, svc: DeployedService, secret_name: pulumi.Input[str] | None, name: str, args: Sequence[str] | None) -> k8s.core.v1.ContainerArgs:
+    def _container(
+        self,
+        svc: DeployedService,
+        secret_name: pulumi.Input[str] | None,
+        name: str,
+        args: Sequence[str] | None,
+        owner: pulumi.Input[str] | None = None,
+    ) -> k8s.core.v1.ContainerArgs:
+        """The app's container (or ``migrate``, with ``owner``: its ``DATABASE_URL`` is the owner's)."""
         a = self._args
         spec = svc.spec
         env: list[k8s.core.v1.EnvVarArgs] = []
@@ -355,7 +442,10 @@ class SystemWorkloads(pulumi.ComponentResource):
         if secret_name is not None:
             env += [
                 k8s.core.v1.EnvVarArgs(
-                    name=n, value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=secret_name, key=n))
+                    name=n,
+                    value_from=k8s.core.v1.EnvVarSourceArgs(
+                        secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=owner if owner is not None and n == "DATABASE_URL" else secret_name, key=n)
+                    ),
                 )
                 for n in sorted(spec.secrets)
             ]
@@ -395,17 +485,64 @@ class SystemWorkloads(pulumi.ComponentResource):
             **probes,
         )
 
+    def _roles_container(self, owner: pulumi.Input[str]) -> k8s.core.v1.ContainerArgs:
+        """The ``db-roles`` bootstrap: psql from the pinned postgres image, as the image's own user."""
+        system = self._args.system.system
+        ddl = bool(postgres.runtime_ddl_services(system))
+        assert system.postgres is not None
+        plain = postgres.bootstrap_env(system.postgres.database, ddl=ddl)
+        uid, _, gid = postgres.BOOTSTRAP_USER.partition(":")
+        env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in sorted(plain.items())]
+        env += [
+            k8s.core.v1.EnvVarArgs(name=n, value_from=k8s.core.v1.EnvVarSourceArgs(secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=owner, key=n)))
+            for n in sorted(postgres.bootstrap_secrets(ddl))
+        ]
+        return k8s.core.v1.ContainerArgs(
+            name=postgres.BOOTSTRAP_CONTAINER,
+            image=postgres.BOOTSTRAP_IMAGE,
+            command=list(postgres.BOOTSTRAP_COMMAND),
+            env=env,
+            resources=k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": "50m", "memory": "64Mi"}, limits={"cpu": "250m", "memory": "128Mi"}),
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=True,
+                run_as_non_root=True,
+                run_as_user=int(uid),
+                run_as_group=int(gid or uid),
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+        )
+
     def _pod_spec(
-        self, svc: DeployedService, secret_name: pulumi.Input[str] | None, account: k8s.core.v1.ServiceAccount, *, migration: Migration | None = None
+        self,
+        svc: DeployedService,
+        secret_name: pulumi.Input[str] | None,
+        account: k8s.core.v1.ServiceAccount,
+        *,
+        migration: Migration | None = None,
+        owner: pulumi.Input[str] | None = None,
+        roles_only: bool = False,
     ) -> k8s.core.v1.PodSpecArgs:
+        """The service's pods; with ``migration`` the migration Job's pod (with ``owner``, the bootstrap
+        first, as an init container); with ``roles_only`` the bootstrap's own Job's pod."""
         spec = svc.spec
         user, _, group = (spec.user or DEFAULT_USER).partition(":")
-        container = self._container(svc, secret_name, "migrate", migration.command) if migration else self._container(svc, secret_name, svc.name, spec.command)
+        job = migration is not None or roles_only
+        init = None
+        if roles_only:
+            assert owner is not None
+            container = self._roles_container(owner)
+        elif migration:
+            container = self._container(svc, secret_name, "migrate", migration.command, owner=owner)
+            init = [self._roles_container(owner)] if owner is not None else None
+        else:
+            container = self._container(svc, secret_name, svc.name, spec.command)
         return k8s.core.v1.PodSpecArgs(
             service_account_name=account.metadata.name,
             automount_service_account_token=False,
-            restart_policy="Never" if migration else None,
-            termination_grace_period_seconds=grace_seconds(spec, web=spec.kind is ServiceKind.web and migration is None),
+            restart_policy="Never" if job else None,
+            termination_grace_period_seconds=grace_seconds(spec, web=spec.kind is ServiceKind.web and not job),
             security_context=k8s.core.v1.PodSecurityContextArgs(
                 run_as_non_root=True,
                 run_as_user=int(user),
@@ -414,7 +551,7 @@ class SystemWorkloads(pulumi.ComponentResource):
                 seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
             ),
             topology_spread_constraints=None
-            if migration
+            if job
             else [
                 k8s.core.v1.TopologySpreadConstraintArgs(
                     max_skew=1,
@@ -423,14 +560,22 @@ class SystemWorkloads(pulumi.ComponentResource):
                     label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self._selector(svc)),
                 )
             ],
+            init_containers=init,
             containers=[container],
             volumes=[
                 k8s.core.v1.VolumeArgs(name=volume_name(p), empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit="256Mi")) for p in spec.writable_paths
-            ],
+            ]
+            if not roles_only
+            else None,
         )
 
     def _migration(
-        self, svc: DeployedService, migration: Migration, secret_name: pulumi.Input[str] | None, account: k8s.core.v1.ServiceAccount
+        self,
+        svc: DeployedService,
+        migration: Migration,
+        secret_name: pulumi.Input[str] | None,
+        account: k8s.core.v1.ServiceAccount,
+        owner: pulumi.Input[str] | None = None,
     ) -> k8s.batch.v1.Job:
         """Run once per Job spec, before the Deployment changes: Pulumi waits for the Job and fails with it.
 
@@ -450,12 +595,28 @@ class SystemWorkloads(pulumi.ComponentResource):
             active_deadline_seconds=900,
             template=k8s.core.v1.PodTemplateSpecArgs(
                 metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-                spec=self._pod_spec(svc, secret_name, account, migration=migration),
+                spec=self._pod_spec(svc, secret_name, account, migration=migration, owner=owner),
             ),
         )
-        job_name = spec_hash(spec).apply(lambda h: f"{svc.name}-migrate-{h}")
+        return self._job(svc, "migrate", spec)
+
+    def _roles_job(self, svc: DeployedService, account: k8s.core.v1.ServiceAccount, owner: pulumi.Input[str]) -> k8s.batch.v1.Job:
+        """The ``db-roles`` bootstrap on its own, for a system without a migration: the same Job rules."""
+        labels = {**self._labels(svc), "app.kubernetes.io/name": f"{svc.name}-db-roles", "app.kubernetes.io/component": "migration"}
+        spec = k8s.batch.v1.JobSpecArgs(
+            backoff_limit=1,
+            active_deadline_seconds=900,
+            template=k8s.core.v1.PodTemplateSpecArgs(
+                metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                spec=self._pod_spec(svc, None, account, owner=owner, roles_only=True),
+            ),
+        )
+        return self._job(svc, postgres.BOOTSTRAP_CONTAINER, spec)
+
+    def _job(self, svc: DeployedService, what: str, spec: k8s.batch.v1.JobSpecArgs) -> k8s.batch.v1.Job:
+        job_name = spec_hash(spec).apply(lambda h: f"{svc.name}-{what}-{h}")
         return k8s.batch.v1.Job(
-            f"{svc.key}-migrate",
+            f"{svc.key}-{what}",
             metadata=self._meta(job_name, svc, REPLACE_UNREADY),
             spec=spec,
             # Pulumi waits for the Job to complete (10 minutes by default); the Job itself gives up at 15

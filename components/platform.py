@@ -22,7 +22,9 @@ from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instruct
 from stacks.errors import ConfigError
 
 from .alb import Alb, AlbArgs
-from .cluster import Cluster, ClusterArgs
+from .budget import NO_BUDGET_WARNING, Budget, BudgetArgs, read_model
+from .budget import amount as budget_amount
+from .cluster import Cluster, ClusterArgs, ExecLog
 from .kms import EnvironmentKey, EnvironmentKeyArgs
 from .kubernetes import SystemWorkloads, WorkloadsArgs, provider
 from .network import Network, NetworkArgs
@@ -39,12 +41,12 @@ from .observability import (
     TelemetryCredential,
     WebTarget,
 )
-from .postgres import DrCopy, Postgres, PostgresArgs
+from .postgres import DrCopy, Postgres, PostgresArgs, bootstrap_service, runtime_ddl_services
 from .redis import Redis, RedisArgs
 from .redis_export import RedisExport, RedisExportArgs
 from .registry import Registry, RegistryArgs
-from .secrets import SystemSecrets, SystemSecretsArgs
-from .service import Connection, Service, ServiceArgs, Telemetry
+from .secrets import DatabaseSecrets, SystemSecrets, SystemSecretsArgs
+from .service import Connection, DatabaseBootstrap, Service, ServiceArgs, Telemetry
 from .tags import check_default_tags, register_tag_transform
 
 HELD_WARNING = " runs no task until: "
@@ -133,6 +135,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             alias=f"platform-{cfg.env}",
             deletion_window_days=preset.security.kms_deletion_window_days,
             protect=preset.security.protect_state,
+            break_glass_role_arn=preset.security.break_glass_role_arn,
         ),
     )
     network = Network(
@@ -147,10 +150,14 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             log_retention_days=preset.logs.retention_days,
             kms_key_arn=key.arn,
             existing=cfg.network.existing,
+            account_id=account_id,
         ),
     )
     kube = cfg.stack_config.kubernetes if cfg.stack_config.compute == "kubernetes" else None
-    cluster = None if kube else Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot))
+    exec_log = None
+    if preset.compute.exec_enabled:
+        exec_log = ExecLog(name=f"/platform/{cfg.env}/ecs-exec", kms_key_arn=key.arn, retention_days=preset.logs.retention_days)
+    cluster = None if kube else Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot, exec_log=exec_log))
     web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
     idle_timeout = cfg.idle_timeout_seconds
     alb = None
@@ -168,10 +175,30 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 strict_paths={svc.key: svc.spec.strict_paths for svc in web if svc.spec.strict_paths},
                 webhooks={svc.key: svc.spec.webhooks for svc in web if svc.spec.webhooks},
                 idle_timeout_seconds=idle_timeout,
+                env=cfg.env,
+                kms_key_arn=key.arn,
+                log_retention_days=preset.logs.retention_days,
                 settings=preset.edge,
             ),
         )
-    topic = AlarmTopic("alarms", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails))
+    topic = AlarmTopic("alarms", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails, account_id=account_id))
+    if preset.budget.enabled:
+        # the environment's monthly cost against the model (components/budget.py); after the topic, whose
+        # policy must let AWS Budgets publish before a notification can name it
+        limit, basis = budget_amount(cfg.stack, preset.budget, read_model())
+        if limit is None:
+            pulumi.log.warn(NO_BUDGET_WARNING + basis)
+        else:
+            budget_args = BudgetArgs(
+                env=cfg.env,
+                account_id=account_id,
+                amount_usd=limit,
+                topic_arn=topic.arn,
+                actual_alerts_percent=preset.budget.actual_alerts_percent,
+                forecast_alerts_percent=preset.budget.forecast_alerts_percent,
+            )
+            Budget("budget", budget_args, opts=pulumi.ResourceOptions(depends_on=[topic]))
+            pulumi.export("monthly_budget", {"usd": limit, "from": basis})
     if alb is not None:
         # the load balancer's own 502/503/504 are published per load balancer only
         LoadBalancerMonitoring("alb-monitoring", LoadBalancerMonitoringArgs(load_balancer=alb.arn_suffix, topic_arn=topic.arn, settings=preset.observability))
@@ -192,13 +219,14 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 deletion_window_days=preset.security.kms_deletion_window_days,
                 in_other_region=True,
                 protect=preset.security.protect_state,
+                break_glass_role_arn=preset.security.break_glass_role_arn,
             ),
         )
         dr = DrCopy(region=recovery.dr_region, kms_key_arn=dr_key.arn, retention_days=recovery.backup_retention_days)
     platform = Platform(key=key, network=network, cluster=cluster, alb=alb)
     cluster_provider = provider(kube, kubeconfig) if kube else None
     for system in cfg.systems.values():
-        data = _data_tier(cfg, system, key, network, external_secrets, dr)
+        data = _data_tier(cfg, system, key, network, external_secrets, dr, account_id=account_id, topic_arn=topic.arn)
         if kube and cluster_provider:
             data.workloads = _workloads(cfg, system, data, shared, cluster_provider, idle_timeout)
         else:
@@ -221,6 +249,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 interval_minutes=recovery.redis_export_minutes,
                 retention_days=recovery.backup_retention_days,
                 log_retention_days=preset.logs.retention_days,
+                restore_role_arns=preset.security.redis_restore_role_arns,
             ),
         )
         pulumi.export("redis_dr_bucket", export.dr_bucket)
@@ -274,6 +303,9 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
     system = deployed.system
     migration = system.migration
     order = sorted(deployed.services.values(), key=lambda svc: (system.start_rank(svc.name), svc.name))
+    # the database roles exist before any service connects: one service runs the bootstrap, the other
+    # Postgres users start after it (with a migration, they already wait for its service)
+    roles_by = bootstrap_service(system, list(deployed.services)) if data.postgres else None
     built: dict[str, Service] = {}
     for svc in order:
         spec = svc.spec
@@ -287,6 +319,11 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 connections.append(Connection("cache", data.redis.security_group_id, data.redis.port))
                 stores.append(data.redis.group)
         waits_for = [built[name].service for name in system.waits_for(svc.name) if name in built]
+        if roles_by in built and "DATABASE_URL" in spec.secrets and built[roles_by].service not in waits_for:
+            waits_for.append(built[roles_by].service)
+        bootstrap = None
+        if svc.name == roles_by and data.postgres is not None:
+            bootstrap = DatabaseBootstrap(owner_secret_arn=data.secrets.owner_arn, database=data.postgres.database, ddl=data.postgres.ddl)
         runs_migration = migration is not None and migration.service == svc.name
         extra_env = {}
         if spec.public_url_env and shared.alb:
@@ -301,6 +338,7 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 account_id=shared.account_id,
                 cluster_arn=shared.cluster.arn,
                 cluster_name=shared.cluster.name,
+                exec_log_group_arn=shared.cluster.exec_log_group_arn,
                 vpc_id=shared.network.vpc_id,
                 subnet_ids=shared.network.private_subnet_ids,
                 kms_key_arn=shared.key.arn,
@@ -308,13 +346,14 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 repository_arns=[] if svc.image.repository else shared.registry.arns([repository]),
                 secret_arns=data.secrets.arns_for(svc.name),
                 secrets_revision=data.secrets.versions_for(svc.name),
-                secret_versions=data.secrets.version_resources_for(svc.name),
+                secret_versions=[*data.secrets.version_resources_for(svc.name), *([data.secrets.owner_version] if bootstrap else [])],
                 extra_env=extra_env,
                 compute=cfg.preset.compute,
                 log_retention_days=cfg.preset.logs.retention_days,
                 alb=shared.alb if spec.kind is ServiceKind.web else None,
                 connections=connections,
                 migration=migration if runs_migration else None,
+                bootstrap=bootstrap,
                 depends_on=[*stores, *waits_for],
                 telemetry=shared.telemetry,
             ),
@@ -369,7 +408,7 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
     system = deployed.system
     preset = cfg.preset
     web = [
-        WebTarget(s.deployed.key, s.target_group_arn_suffix, shared.alb.arn_suffix)
+        WebTarget(s.deployed.key, s.target_group_arn_suffix, shared.alb.arn_suffix, paused=s.deployed.paused)
         for s in data.services.values()
         if s.target_group_arn_suffix is not None and shared.alb is not None
     ]
@@ -383,7 +422,10 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
             cluster_name=shared.cluster.name if shared.cluster else "",
             settings=preset.observability,
             web=web,
-            services=[EcsService(s.deployed.key, s.service_name, s.deployed.spec.kind is ServiceKind.singleton) for s in data.services.values()],
+            services=[
+                EcsService(s.deployed.key, s.service_name, s.deployed.spec.kind is ServiceKind.singleton, paused=s.deployed.paused)
+                for s in data.services.values()
+            ],
             database=Database(f"{system.name}-{cfg.env}", preset.postgres.instance_class, preset.postgres.allocated_storage_gb) if data.postgres else None,
             cache=Cache(f"{system.name}-{cfg.env}", preset.redis.nodes, system.redis.maxmemory_policy == "noeviction") if data.redis and system.redis else None,
         ),
@@ -391,7 +433,15 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
 
 
 def _data_tier(
-    cfg: PlatformConfig, deployed: DeployedSystem, key: EnvironmentKey, network: Network, external: pulumi.Output[Any] | None, dr: DrCopy | None
+    cfg: PlatformConfig,
+    deployed: DeployedSystem,
+    key: EnvironmentKey,
+    network: Network,
+    external: pulumi.Output[Any] | None,
+    dr: DrCopy | None,
+    *,
+    account_id: pulumi.Input[str] | None = None,
+    topic_arn: pulumi.Input[str] | None = None,
 ) -> SystemData:
     system = deployed.system
     physical = f"{system.name}-{cfg.env}"
@@ -411,6 +461,9 @@ def _data_tier(
                 rotation=deployed.rotate.get("DATABASE_URL", 0),
                 log_retention_days=cfg.preset.logs.retention_days,
                 dr=dr,
+                ddl_role=bool(runtime_ddl_services(system)),
+                account_id=account_id,
+                alarm_topic_arn=topic_arn,
             ),
         )
         derived["DATABASE_URL"] = postgres.database_url
@@ -422,7 +475,7 @@ def _data_tier(
                 vpc_id=network.vpc_id,
                 subnet_ids=network.isolated_subnet_ids,
                 kms_key_arn=key.arn,
-                settings=cfg.preset.redis,
+                settings=cfg.redis_settings(system.name),
                 maxmemory_policy=system.redis.maxmemory_policy,
                 rotation=deployed.rotate.get("REDIS_URL", 0),
                 revoked=cfg.stack_config.systems[system.name].revoke.get("REDIS_URL", 0),
@@ -442,6 +495,9 @@ def _data_tier(
             replica_kms_key_arn=dr.kms_key_arn if dr else None,
             external_values={p: _lookup(external, p) for p in paths} if external is not None else {},
             derived_values=derived,
+            database=DatabaseSecrets(owner=postgres.owner_secret, ddl_url=postgres.ddl_url, ddl_services=frozenset(runtime_ddl_services(system)))
+            if postgres
+            else None,
             rotation=deployed.rotate,
             protect=cfg.preset.security.protect_state,
         ),

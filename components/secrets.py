@@ -12,12 +12,18 @@ Sources:
 - external: written when the stack file has a value (``pulumi config set --secret``). Without one, the
   secret is created empty and Pulumi never writes a version, so a value an operator puts there later
   (console, CLI) is never overwritten.
-- derived: DATABASE_URL and REDIS_URL, composed by the Postgres and Redis components.
+- derived: DATABASE_URL and REDIS_URL, composed by the Postgres and Redis components. With Postgres,
+  two more that no catalog entry declares: ``<env>/<system>/DATABASE_OWNER`` (JSON: the owner's URL,
+  host, password and the roles' SCRAM verifiers; read only by the ``db-roles`` bootstrap and the
+  ``migrate`` container, never handed to an app container) and, for a system with a runtime-DDL
+  service (Ponder), ``<env>/<system>/DATABASE_DDL_URL``, which that service receives as its
+  ``DATABASE_URL`` (``components/postgres.py``, "Roles inside the database").
 
 With a DR region every secret is replicated there (Secrets Manager keeps the replica in sync).
 
 ``arns_for(service)`` is exactly what that service may read: the services component builds its
-least-privilege execution role and its ECS ``secrets`` from it.
+least-privilege execution role and its ECS ``secrets`` from it. ``owner_arn`` is added only where the
+bootstrap or the migration runs.
 """
 
 from __future__ import annotations
@@ -34,6 +40,22 @@ from stacks.config import secret_config_path, secrets_manager_name
 
 
 @dataclass(frozen=True, kw_only=True)
+class DatabaseSecrets:
+    """The values of the database's secrets that are not in the catalog (``components/postgres.py``)."""
+
+    owner: pulumi.Output[str]
+    """JSON: ``url``, ``host``, ``password``, ``app_verifier`` (and ``ddl_verifier``)."""
+    ddl_url: pulumi.Output[str] | None = None
+    """The runtime-DDL role's URL."""
+    ddl_services: frozenset[str] = frozenset()
+    """Services whose ``DATABASE_URL`` is ``ddl_url``."""
+
+
+OWNER_SECRET = "DATABASE_OWNER"  # noqa: S105 - a secret's name
+DDL_SECRET = "DATABASE_DDL_URL"  # noqa: S105 - a secret's name
+
+
+@dataclass(frozen=True, kw_only=True)
 class SystemSecretsArgs:
     env: str
     system: System
@@ -44,6 +66,8 @@ class SystemSecretsArgs:
     """Config path (``secrets.<system>.<NAME>[.<service>]``) -> value from the stack's encrypted config."""
     derived_values: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     """DATABASE_URL / REDIS_URL -> composed value."""
+    database: DatabaseSecrets | None = None
+    """The owner's and the runtime-DDL role's values, with Postgres. Default: none."""
     rotation: Mapping[str, int] = field(default_factory=dict)
     """Generated secret name -> rotation key; bumping it makes a new value."""
     replica_region: str | None = None
@@ -84,6 +108,18 @@ class SystemSecrets(pulumi.ComponentResource):
                 self._secret(secret_name, None, f"composed from the {spec.derived_from} we provision", args.derived_values[secret_name], track=False)
             else:
                 self._secret(secret_name, None, spec.description, self._generate(secret_name, spec.length or 32, spec.encoding or "alphanumeric"))
+        db = args.database
+        if db is not None:
+            database = system.postgres.database if system.postgres else system.name
+            self._secret(
+                OWNER_SECRET,
+                None,
+                f"owner of {database} (RDS master): the db-roles bootstrap and migrations only, never an app container",
+                db.owner,
+                track=False,
+            )
+            if db.ddl_url is not None:
+                self._secret(DDL_SECRET, None, f"runtime-DDL role of {database}: {', '.join(sorted(db.ddl_services))}", db.ddl_url, track=False)
         self.register_outputs({})
 
     def _generate(self, secret_name: str, length: int, encoding: str) -> pulumi.Output[str]:
@@ -126,24 +162,55 @@ class SystemSecrets(pulumi.ComponentResource):
         """The service the secret is stored for: ``service`` for a per-service secret, else None (the system's)."""
         return service if (secret_name, service) in self._arns else None
 
+    def _key_for(self, secret_name: str, service: str) -> tuple[str, str | None]:
+        """Where the value of env var ``secret_name`` of ``service`` is stored: a runtime-DDL service's
+        ``DATABASE_URL`` is the DDL role's secret."""
+        db = self._args.database
+        if secret_name == "DATABASE_URL" and db is not None and db.ddl_url is not None and service in db.ddl_services:  # noqa: S105
+            return (DDL_SECRET, None)
+        return (secret_name, self._owner(secret_name, service))
+
     def arns_for(self, service: str) -> dict[str, pulumi.Output[str]]:
         """Env var name -> secret ARN, for exactly the secrets ``service`` declares."""
-        return {n: self._arns[(n, self._owner(n, service))] for n in self._args.system.services[service].secrets}
+        return {n: self._arns[self._key_for(n, service)] for n in self._args.system.services[service].secrets}
 
     def names_for(self, service: str) -> dict[str, str]:
         """Env var name -> Secrets Manager name, for exactly the secrets ``service`` declares."""
-        return {n: self._secret_name(n, self._owner(n, service)) for n in self._args.system.services[service].secrets}
+        return {n: self._secret_name(*self._key_for(n, service)) for n in self._args.system.services[service].secrets}
 
     def values_for(self, service: str) -> dict[str, pulumi.Output[str]]:
         """Env var name -> value (a secret Output), for the secrets of ``service`` whose value Pulumi knows."""
-        keys = {n: (n, self._owner(n, service)) for n in self._args.system.services[service].secrets}
+        keys = {n: self._key_for(n, service) for n in self._args.system.services[service].secrets}
         return {n: self._values[key] for n, key in keys.items() if key in self._values}
 
     def version_resources_for(self, service: str) -> list[aws.secretsmanager.SecretVersion]:
         """The values we write that ``service`` reads: its ECS service waits for them, so a task never
         starts before the secret it reads has the value it expects."""
-        keys = [(n, self._owner(n, service)) for n in self._args.system.services[service].secrets]
+        keys = [self._key_for(n, service) for n in self._args.system.services[service].secrets]
         return [self._version_resources[k] for k in keys if k in self._version_resources]
+
+    @property
+    def owner_arn(self) -> pulumi.Output[str]:
+        """ARN of the owner secret (JSON, :data:`components.postgres.OWNER_KEYS`): bootstrap and migration only."""
+        return self._arns[(OWNER_SECRET, None)]
+
+    @property
+    def owner_revision(self) -> str:
+        """Changes when the owner secret's values do (the rotation key of ``DATABASE_URL``)."""
+        return f"DATABASE_OWNER@{self._args.rotation.get('DATABASE_URL', 0)}"
+
+    @property
+    def owner_name(self) -> str:
+        return self._secret_name(OWNER_SECRET, None)
+
+    @property
+    def owner_value(self) -> pulumi.Output[str]:
+        return self._values[(OWNER_SECRET, None)]
+
+    @property
+    def owner_version(self) -> aws.secretsmanager.SecretVersion:
+        """The owner secret's value: whatever runs the bootstrap or the migration waits for it."""
+        return self._version_resources[(OWNER_SECRET, None)]
 
     def versions_for(self, service: str) -> list[pulumi.Output[str]]:
         """What must roll ``service`` when it changes: version ids of the generated and external values it

@@ -4,7 +4,8 @@ Children (``<key>`` is ``<system>-<service>``): ``aws:cloudwatch/logGroup:LogGro
 (``/platform/<env>/<system>/<service>``), ``aws:iam/role:Role`` ``-execution`` and ``-task`` with
 inline ``aws:iam/rolePolicy:RolePolicy``, ``aws:ec2/securityGroup:SecurityGroup`` with one
 ``aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule`` per consumer relationship (load balancer
-to service, service to its Postgres and Redis), ``aws:ecs/taskDefinition:TaskDefinition``,
+to service, service to its Postgres and Redis) and ``aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule``
+for what the task may reach (:func:`egress_for`), ``aws:ecs/taskDefinition:TaskDefinition``,
 ``aws:ecs/service:Service``; web services add ``aws:lb/targetGroup:TargetGroup`` and
 ``aws:lb/listenerRule:ListenerRule``; autoscaled ones ``aws:appautoscaling/target:Target`` and two
 target-tracking policies.
@@ -18,12 +19,29 @@ Decisions, each visible in the captured plan:
 - **Kinds.** web: minimum 100 % and maximum 200 % during a deploy (full capacity throughout);
   worker: the same; singleton: desired 1, minimum 0 %, maximum 100 %, never autoscaled, so a deploy
   stops the old task before the new one starts and two never run at once.
+- **Database roles**: the service that first uses Postgres (the migration's service, else the first
+  in start order that reads ``DATABASE_URL``) runs the ``db-roles`` bootstrap (``components/postgres.py``)
+  in a first container, from the pinned postgres image, as the owner; ``migrate`` and the app container
+  start only when it exits 0. Its execution role, and no other, reads the owner secret; the app container
+  never gets it (ECS passes a container only its own ``secrets``).
 - **Migrations** (systems with a ``migration``): the task of the migration's service runs a
-  ``migrate`` container with the new image first; the app container starts only when it exits 0
+  ``migrate`` container with the new image next, connected as the owner (its ``DATABASE_URL`` is the
+  owner's URL); the app container, connected as the app role, starts only when it exits 0
   (``dependsOn: SUCCESS``). A failed migration therefore never serves traffic: the new tasks fail,
   the deployment circuit breaker rolls back to the previous revision, and ``pulumi up`` fails. Nothing
   runs on the deployer's machine. Prisma and node-pg-migrate take a Postgres advisory lock, so tasks
   starting together apply each migration once. Other services of the system start after this one.
+- **Egress**: HTTPS (443) anywhere, the data stores' ports to their security groups only, and a port more
+  only with a written reason (:data:`EGRESS_BY_SECRET`: SMTP submission for a service that holds an SMTP
+  password; the external OTLP endpoint's port). DNS to the VPC resolver, the task metadata and
+  credentials endpoints and Amazon Time Sync are not filtered by security groups (VPC user guide,
+  "Security group rules": "Security groups don't filter traffic destined to and from the following:
+  Amazon Domain Name Services (DNS), Amazon DHCP, Amazon EC2 instance metadata, Amazon ECS task metadata
+  endpoints, ... Amazon Time Sync Service"). The load balancer reaches a web task on its port through the
+  ingress rule from the ALB's group; tasks call each other only through the load balancer (HTTPS).
+- **Trust.** Both roles trust ``ecs-tasks.amazonaws.com`` only for this account's ECS
+  (``aws:SourceAccount`` and ``aws:SourceArn`` ``arn:aws:ecs:<region>:<account>:*``, the confused-deputy
+  guard of the ECS developer guide, "Amazon ECS task IAM role").
 - **Hardening.** Non-root user (default 1000:1000), read-only root filesystem with a scratch volume
   per writable path (unless ECS Exec is on, whose agent needs to write), all Linux capabilities
   dropped, init process (signals reach node, zombies are reaped), stop timeout = the app's shutdown
@@ -35,11 +53,13 @@ a 0.25 vCPU / 0.5 GB task runs about $7/month on demand.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_aws as aws
@@ -51,6 +71,7 @@ from stacks.presets import ComputePreset
 from . import otel, postgres
 from .alb import Alb
 from .cluster import capacity_provider
+from .iam import service_trust
 
 DEFAULT_USER = "1000:1000"
 STOP_MARGIN_SECONDS = 5
@@ -66,6 +87,55 @@ class Connection:
     """``db`` or ``cache``: names the rule (``<key>-to-db``)."""
     security_group_id: pulumi.Input[str]
     port: int
+
+
+@dataclass(frozen=True)
+class Egress:
+    """One outbound TCP port a task may open to ``cidr``, and why."""
+
+    port: int
+    reason: str
+    cidr: str = "0.0.0.0/0"
+
+
+HTTPS = Egress(
+    443,
+    "HTTPS through NAT: AWS APIs (ECR, S3 layers, Secrets Manager, CloudWatch Logs, X-Ray, SSM) and what the app calls"
+    " (RPC over https and wss, webhooks, Sentry, external OTLP)",
+)
+EGRESS_BY_SECRET: Mapping[str, tuple[Egress, ...]] = {
+    # starkdca's api sends mail (OTP codes) with SMTP_PASS, the "email service API key" of its guide. Mail
+    # submission is 587 with STARTTLS (RFC 6409) or 465 with implicit TLS (RFC 8314), by provider; port 25
+    # is not submission (and EC2 throttles it).
+    "SMTP_PASS": (
+        Egress(587, "SMTP submission with STARTTLS (RFC 6409): the service holds an SMTP password"),
+        Egress(465, "SMTP submission over implicit TLS (RFC 8314): the service holds an SMTP password"),
+    ),
+}
+"""Secret name -> the extra ports a service that receives it needs, each with its reason."""
+
+
+def egress_for(secrets: Sequence[str], otlp_endpoint: str | None = None) -> list[Egress]:
+    """Every internet port a task needs: HTTPS, plus a port per reason (data stores are separate rules)."""
+    out = [HTTPS]
+    for name in sorted(secrets):
+        out += [e for e in EGRESS_BY_SECRET.get(name, ()) if e.port not in {o.port for o in out}]
+    if otlp_endpoint:
+        port = urlsplit(otlp_endpoint).port or 443
+        if port not in {o.port for o in out}:
+            out.append(Egress(port, "the external OTLP endpoint the collector exports to (platform:observability.otlp_endpoint)"))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseBootstrap:
+    """The ``db-roles`` bootstrap (``components/postgres.py``) in this service's task."""
+
+    owner_secret_arn: pulumi.Input[str]
+    """The owner secret (JSON): the bootstrap's credentials and the migration's URL."""
+    database: str
+    ddl: bool = False
+    """Create the runtime-DDL role too."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,11 +177,15 @@ class ServiceArgs:
     connections: Sequence[Connection] = ()
     migration: Migration | None = None
     """Run this before the app container starts (only on the migration's own service)."""
+    bootstrap: DatabaseBootstrap | None = None
+    """Run the database-roles bootstrap before the migration and the app (one service per system)."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Resources the ECS service waits for: its data stores and the services it starts after."""
     secret_versions: Sequence[pulumi.Resource] = ()
     """The secret values it reads that Pulumi writes: the ECS service waits for them."""
     telemetry: Telemetry = field(default_factory=Telemetry)
+    exec_log_group_arn: pulumi.Input[str] | None = None
+    """Where the cluster logs ECS Exec sessions (with ``compute.exec_enabled``): the task role writes there."""
 
 
 class Service(pulumi.ComponentResource):
@@ -162,18 +236,27 @@ class Service(pulumi.ComponentResource):
         execution_role, task_role = self._roles(name, args, log_group, metrics_group)
 
         sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description=f"{d.key} tasks", opts=child)
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-out",
-            security_group_id=sg.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="-1",
-            description="AWS APIs, image pulls and outbound calls of the app (RPC, webhooks) through NAT",
-            opts=child,
-        )
-        for conn in args.connections:
+        # no all-traffic rule: HTTPS, the stores' ports to the stores, and each further port with its reason
+        for egress in egress_for(spec.secrets, args.telemetry.otlp_endpoint if spec.otel_sidecar else None):
             self._ready.append(
-                _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-to-{conn.role}", conn.security_group_id, sg.id, conn.port, f"from {d.key}", child)
+                aws.vpc.SecurityGroupEgressRule(
+                    f"{name}-out" if egress.port == HTTPS.port else f"{name}-out-{egress.port}",
+                    security_group_id=sg.id,
+                    cidr_ipv4=egress.cidr,
+                    ip_protocol="tcp",
+                    from_port=egress.port,
+                    to_port=egress.port,
+                    description=egress.reason[:255],
+                    opts=child,
+                )
             )
+        for conn in args.connections:
+            self._ready += [
+                _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-to-{conn.role}", conn.security_group_id, sg.id, conn.port, f"from {d.key}", child),
+                _tcp_rule(
+                    aws.vpc.SecurityGroupEgressRule, f"{name}-to-{conn.role}-out", sg.id, conn.security_group_id, conn.port, f"to its {conn.role}", child
+                ),
+            ]
 
         target_group = rule = None
         self.url = self.target_group_arn_suffix = None
@@ -286,11 +369,14 @@ class Service(pulumi.ComponentResource):
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
         child = pulumi.ResourceOptions(parent=self)
         d = args.deployed
-        trust = pulumi.Output.from_input(args.account_id).apply(lambda account: json.dumps(_ecs_tasks_trust(account)))
+        source_arn = pulumi.Output.concat("arn:aws:ecs:", args.region, ":", args.account_id, ":*")
+        trust = service_trust("ecs-tasks.amazonaws.com", source_account=args.account_id, source_arn=source_arn)
         execution = aws.iam.Role(f"{name}-execution", description=f"ECS pulls, logs and reads secrets for {d.key}", assume_role_policy=trust, opts=child)
         readable = [args.secret_arns[n] for n in sorted(args.secret_arns)]
         if args.deployed.spec.otel_sidecar and args.telemetry.auth_secret_arn is not None:
             readable.append(args.telemetry.auth_secret_arn)  # the collector's credential for the external endpoint
+        if args.bootstrap is not None:
+            readable.append(args.bootstrap.owner_secret_arn)  # db-roles and migrate only (ECS gives each container its own secrets)
         policy = pulumi.Output.all(
             log_group.arn,
             args.kms_key_arn,
@@ -300,7 +386,8 @@ class Service(pulumi.ComponentResource):
         self._ready.append(aws.iam.RolePolicy(f"{name}-execution-policy", role=execution.id, policy=policy, opts=child))
         task = aws.iam.Role(f"{name}-task-role", description=f"{d.key} application identity", assume_role_policy=trust, opts=child)
         if args.compute.exec_enabled:
-            self._ready.append(aws.iam.RolePolicy(f"{name}-task-exec", role=task.id, policy=json.dumps(ECS_EXEC_POLICY), opts=child))
+            exec_policy = pulumi.Output.from_input(args.exec_log_group_arn).apply(lambda arn: json.dumps(ecs_exec_policy(arn)))
+            self._ready.append(aws.iam.RolePolicy(f"{name}-task-exec", role=task.id, policy=exec_policy, opts=child))
         if metrics_group is not None:
             collector = metrics_group.arn.apply(lambda arn: json.dumps(otel.task_role_policy(arn)))
             self._ready.append(aws.iam.RolePolicy(f"{name}-task-otel", role=task.id, policy=collector, opts=child))
@@ -318,10 +405,11 @@ class Service(pulumi.ComponentResource):
             pulumi.Output.all(*args.secrets_revision),
             metrics_group_name if metrics_group_name is not None else "",
             t.auth_secret_arn if t.auth_secret_arn is not None else "",
+            args.bootstrap.owner_secret_arn if args.bootstrap is not None else "",
         )
 
         def render(v: list[Any]) -> str:
-            image, group, extra, arns, revision, metrics_group, auth_arn = v
+            image, group, extra, arns, revision, metrics_group, auth_arn, owner_arn = v
             collector = None
             if d.spec.otel_sidecar:
                 config = otel.collector_config(
@@ -348,6 +436,7 @@ class Service(pulumi.ComponentResource):
                     migration=args.migration,
                     secrets_revision=revision_hash(revision),
                     collector=collector,
+                    bootstrap=dataclasses.replace(args.bootstrap, owner_secret_arn=owner_arn) if args.bootstrap is not None else None,
                 )
             )
 
@@ -424,7 +513,7 @@ def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
     the capacity is updated", Application Auto Scaling user guide, "concepts").
     """
     spec = d.spec
-    if d.held:
+    if d.held or d.paused:  # paused: an operator stopped it (tools.ops pause); an up keeps it stopped
         return 0, 0
     if spec.kind is ServiceKind.singleton:
         return 1, 1
@@ -452,8 +541,10 @@ def container_definitions(
     migration: Migration | None,
     secrets_revision: str,
     collector: Mapping[str, Any] | None = None,
+    bootstrap: DatabaseBootstrap | None = None,
 ) -> list[dict[str, Any]]:
-    """The task's containers as ECS ``RegisterTaskDefinition`` takes them (camelCase)."""
+    """The task's containers as ECS ``RegisterTaskDefinition`` takes them (camelCase), in start order:
+    the collector, ``db-roles``, ``migrate``, the app. ``bootstrap.owner_secret_arn`` is a resolved ARN."""
     spec = d.spec
 
     def log(prefix: str) -> dict[str, Any]:
@@ -514,18 +605,45 @@ def container_definitions(
             sidecar["secrets"] = [{"name": otel.AUTH_ENV, "valueFrom": collector["auth_secret_arn"]}]
         sidecars.append(sidecar)
         app["dependsOn"] = [{"containerName": otel.CONTAINER, "condition": "START"}]
-    if migration is None:
-        return [*sidecars, app]
-    migrate = {
-        "name": "migrate",
-        "essential": False,
-        **common,
-        "command": list(migration.command),
-        "secrets": [{"name": "DATABASE_URL", "valueFrom": secrets["DATABASE_URL"]}],
-        "logConfiguration": log("migrate"),
-    }
-    app["dependsOn"] = [*app.get("dependsOn", []), {"containerName": "migrate", "condition": "SUCCESS"}]
-    return [*sidecars, migrate, app]
+    before: list[dict[str, Any]] = []
+    if bootstrap is not None:
+        owner = str(bootstrap.owner_secret_arn)
+        bootstrap_env = postgres.bootstrap_env(bootstrap.database, ddl=bootstrap.ddl)
+        before.append(
+            {
+                "name": postgres.BOOTSTRAP_CONTAINER,
+                "image": postgres.BOOTSTRAP_IMAGE,
+                "essential": False,
+                "user": postgres.BOOTSTRAP_USER,
+                "readonlyRootFilesystem": True,
+                "privileged": False,
+                "linuxParameters": linux_parameters([]),
+                "command": list(postgres.BOOTSTRAP_COMMAND),
+                "environment": [{"name": k, "value": bootstrap_env[k]} for k in sorted(bootstrap_env)],
+                # a JSON key of the owner secret each (ECS developer guide, "Pass Secrets Manager secrets
+                # through Amazon ECS environment variables": arn:...:secret:name:json-key:version-stage:version-id)
+                "secrets": [{"name": env, "valueFrom": f"{owner}:{key}::"} for env, key in sorted(postgres.bootstrap_secrets(bootstrap.ddl).items())],
+                "logConfiguration": log(postgres.BOOTSTRAP_CONTAINER),
+            }
+        )
+    if migration is not None:
+        # the owner's URL (it creates and alters tables); without a bootstrap (no Postgres of ours) the app's
+        url = f"{bootstrap.owner_secret_arn}:{postgres.OWNER_URL_KEY}::" if bootstrap is not None else secrets["DATABASE_URL"]
+        migrate: dict[str, Any] = {
+            "name": "migrate",
+            "essential": False,
+            **common,
+            "command": list(migration.command),
+            "secrets": [{"name": "DATABASE_URL", "valueFrom": url}],
+            "logConfiguration": log("migrate"),
+        }
+        if bootstrap is not None:
+            migrate["dependsOn"] = [{"containerName": postgres.BOOTSTRAP_CONTAINER, "condition": "SUCCESS"}]
+        before.append(migrate)
+    if before:
+        # the app starts once the last step before it succeeded (each step waits for the one before)
+        app["dependsOn"] = [*app.get("dependsOn", []), {"containerName": before[-1]["name"], "condition": "SUCCESS"}]
+    return [*sidecars, *before, app]
 
 
 # tmpfs mounts: no device files, no setuid binaries. Mode stays the tmpfs default 1777, so any uid writes.
@@ -545,20 +663,6 @@ def linux_parameters(tmpfs: list[dict[str, Any]]) -> dict[str, Any]:
     if tmpfs:
         params["tmpfs"] = tmpfs
     return params
-
-
-def _ecs_tasks_trust(account: str) -> dict:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-            }
-        ],
-    }
 
 
 def execution_policy(log_group_arn: str, kms_key_arn: str, repository_arns: Sequence[str], secret_arns: Sequence[str], region: str) -> dict:
@@ -590,14 +694,28 @@ def execution_policy(log_group_arn: str, kms_key_arn: str, repository_arns: Sequ
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-ECS_EXEC_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
+def ecs_exec_policy(exec_log_group_arn: str | None) -> dict:
+    """The task role's ECS Exec permissions: the agent's Session Manager channels and, where the cluster
+    logs sessions (components/cluster.py), writing them to that log group. ECS developer guide,
+    "Monitor Amazon ECS containers with ECS Exec", IAM permissions required for ECS Exec and for
+    logging to CloudWatch Logs (``logs:DescribeLogGroups`` names no group; the agent checks the group's
+    encryption with it before a session starts)."""
+    statements: list[dict] = [
         {
             "Sid": "EcsExec",
             "Effect": "Allow",
             "Action": ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"],
             "Resource": "*",
         }
-    ],
-}
+    ]
+    if exec_log_group_arn:
+        statements += [
+            {"Sid": "EcsExecFindLogGroup", "Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
+            {
+                "Sid": "EcsExecLogSessions",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+                "Resource": f"{exec_log_group_arn}:*",
+            },
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -424,3 +425,177 @@ def test_revoke_bad_input(project, case):
 def test_revoke_of_the_current_rotation_loads(project):
     cfg = load_platform("test", project("dev", lambda c: c["platform:systems"]["offerhub"].update(rotate={"REDIS_URL": 2}, revoke={"REDIS_URL": 2})))
     assert cfg.stack_config.systems["offerhub"].revoke == {"REDIS_URL": 2}
+
+
+# ---------------------------------------------------------------- backups kept, RDS events, least privilege inside the database
+
+
+def test_prod_keeps_automated_backups_after_deletion(plans):
+    # GIVEN prod and staging take a final snapshot; THEN their automated backups outlive a deletion too
+    # (point-in-time restore for the retention period); dev, which may be destroyed, drops them
+    for stack, keep in (("prod", True), ("staging", True), ("dev", False)):
+        for db in plans[stack].of_type(RDS):
+            assert db.inputs["deleteAutomatedBackups"] is (not keep), (stack, db.name)
+            assert db.inputs["skipFinalSnapshot"] is (not keep)
+
+
+def test_rds_events_reach_the_alarm_topic(plans):
+    from components.postgres import EVENT_CATEGORIES
+
+    prod = plans["prod"]
+    topic = prod.one("aws:sns/topic:Topic").urn
+    subs = {s.inputs["sourceIds"][0]: s for s in prod.of_type("aws:rds/eventSubscription:EventSubscription")}
+    # THEN every instance sends its failover, low-storage, maintenance, backup and failure events to the alarm topic
+    assert set(subs) == {db.inputs["identifier"] for db in prod.of_type(RDS)}
+    for sub in subs.values():
+        assert sub.inputs["sourceType"] == "db-instance" and topic in sub.property_dependencies["snsTopic"]
+        assert {"failover", "low storage", "maintenance", "backup", "failure"} <= set(sub.inputs["eventCategories"])
+    # the categories RDS knows for a DB instance (RDS user guide, "Amazon RDS event categories and event messages")
+    known = {"availability", "backup", "configuration change", "creation", "deletion", "failover", "failure", "low storage",
+             "maintenance", "notification", "read replica", "recovery", "restoration", "security", "security patching"}  # fmt: skip
+    assert set(EVENT_CATEGORIES) <= known
+    # AND the topic's key lets RDS events encrypt what they publish
+    key_policy = json.loads(prod.one("aws:kms/key:Key", "key-key").inputs["policy"])
+    assert any(s.get("Principal") == {"Service": "events.rds.amazonaws.com"} for s in key_policy["Statement"])
+
+
+def test_enhanced_monitoring_role_trusts_rds_for_this_account_only(plans):
+    roles = [r for r in plans["prod"].of_type("aws:iam/role:Role") if r.name.endswith("-db-monitoring")]
+    assert len(roles) == 5
+    for role in roles:
+        statement = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+        assert statement["Principal"] == {"Service": "monitoring.rds.amazonaws.com"}
+        assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_apps_get_the_app_role_and_migrations_the_owner():
+    from components.postgres import OWNER
+
+    owners: list[str] = []
+
+    def build():
+        from components.postgres import Postgres, PostgresArgs
+
+        db = Postgres("offerhub-db", PostgresArgs(identifier="offerhub-dev", database="offerhub_db", vpc_id="vpc-0123456789abcdef0",
+                                                   subnet_ids=["subnet-a"], kms_key_arn=KMS_ARN, settings=PostgresPreset(), max_storage_gb=100))  # fmt: skip
+        db.owner_secret.apply(owners.append)
+        return db.database_url
+
+    _, urls = _component(build)
+    # THEN DATABASE_URL (what every app reads) carries the DML-only app role ...
+    assert urlsplit(urls[0]).username == "offerhub_db_app"
+    # ... and the owner's secret holds the master user's URL (migrations), its password and the app role's verifier
+    owner = json.loads(owners[0])
+    assert set(owner) == {"url", "host", "password", "app_verifier"}
+    assert urlsplit(owner["url"]).username == OWNER and urlsplit(owner["url"]).password == owner["password"]
+    assert owner["app_verifier"].startswith("SCRAM-SHA-256$4096:") and urlsplit(urls[0]).password not in owner["app_verifier"]
+
+
+def test_scram_verifier_is_the_one_postgres_checks_rfc_7677():
+    # RFC 7677 section 3: user "user", password "pencil", this salt and 4096 iterations
+    import base64
+    import hashlib
+    import hmac
+
+    from components.postgres import scram_verifier
+
+    verifier = scram_verifier("pencil", base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ=="))
+    method, rest = verifier.split("$", 1)
+    iterations_salt, keys = rest.split("$")
+    stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
+    assert method == "SCRAM-SHA-256" and iterations_salt == "4096:W22ZaJ0SNY7soEsUEjb6gQ=="
+    nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    auth = f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r={nonce}".encode()
+    # THEN the server signature of the RFC's exchange follows from the ServerKey ...
+    assert base64.b64encode(hmac.new(server_key, auth, hashlib.sha256).digest()).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    # ... and the RFC's client proof checks against the StoredKey, as the server checks it
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client_key = bytes(a ^ b for a, b in zip(proof, hmac.new(stored_key, auth, hashlib.sha256).digest(), strict=True))
+    assert hashlib.sha256(client_key).digest() == stored_key
+
+
+def test_bootstrap_sql_grants_dml_only_and_is_idempotent():
+    from components.postgres import roles_sql
+
+    sql = roles_sql("offerhub_db", ddl=False)
+    lines = [line for line in sql.splitlines() if not line.startswith("--")]
+    # one transaction at a time per database, every role created only when missing
+    assert lines[0].startswith("SELECT pg_advisory_xact_lock(")
+    assert "WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'offerhub_db_app')" in sql
+    # DML and sequences, on what exists and on what the owner creates later; nothing else
+    assert "ON ALL TABLES IN SCHEMA %I TO %I" in sql and "GRANT SELECT, INSERT, UPDATE, DELETE" in sql
+    assert 'ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "offerhub_db_app";' in sql
+    assert 'ALTER DEFAULT PRIVILEGES GRANT USAGE, SELECT ON SEQUENCES TO "offerhub_db_app";' in sql
+    for word in ("GRANT ALL", "TRUNCATE", "CREATEDB ", "CREATEROLE ", "SUPERUSER", "CREATE ON", "_ddl"):
+        assert word not in sql.replace("NOCREATEDB", "").replace("NOCREATEROLE", ""), word
+    # the password is a verifier read from the environment, never text in the script
+    assert "PASSWORD :'app_verifier'" in sql and "\\getenv app_verifier DB_APP_VERIFIER" in sql
+    ddl = roles_sql("twinkle", ddl=True)
+    assert 'GRANT CONNECT, TEMPORARY, CREATE ON DATABASE "twinkle" TO "twinkle_ddl";' in ddl
+    assert 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "twinkle_app";' in ddl  # the API reads what Ponder writes
+    with pytest.raises(ValueError):
+        roles_sql("x'; DROP", ddl=False)
+
+
+def test_only_a_ponder_service_gets_the_runtime_ddl_role():
+    from components.postgres import bootstrap_service, runtime_ddl_services
+    from stacks.catalog import load_catalog
+
+    catalog = load_catalog()
+    assert {n: runtime_ddl_services(s) for n, s in catalog.items()} == {
+        "twinkle": ("indexer",), "offerhub": (), "starkdca": (), "aurum": (), "darwin": ()
+    }  # fmt: skip
+    assert {n: bootstrap_service(s) for n, s in catalog.items()} == {
+        "twinkle": "indexer", "offerhub": "api", "starkdca": "api", "aurum": "api", "darwin": "app"
+    }  # fmt: skip
+
+
+def test_rotating_database_url_renews_every_database_password(project):
+    cap = plan("test", project("dev", lambda c: c["platform:systems"]["twinkle"].update(rotate={"DATABASE_URL": 3})))
+    for name in ("twinkle-db-password", "twinkle-db-app-password", "twinkle-db-ddl-password"):
+        assert cap.one("random:index/randomPassword:RandomPassword", name).inputs["keepers"] == {"rotation": "3"}, name
+    for name in ("twinkle-db-app-salt", "twinkle-db-ddl-salt"):
+        assert cap.one("random:index/randomBytes:RandomBytes", name).inputs["keepers"] == {"rotation": "3"}, name
+
+
+def test_parameter_group_stores_passwords_as_scram(plans):
+    for pg in plans["prod"].of_type("aws:rds/parameterGroup:ParameterGroup"):
+        assert {p["name"]: p["value"] for p in pg.inputs["parameters"]}["password_encryption"] == "scram-sha-256"
+
+
+@pytest.mark.skipif(not os.environ.get("PLATFORM_TEST_PGHOST"), reason="needs PostgreSQL 16+: PLATFORM_TEST_PGHOST, _PGPORT, _PGPASSWORD (superuser master)")
+def test_bootstrap_against_a_real_postgres(tmp_path):
+    """The bootstrap as the container runs it (same env, same command) against a real server, twice and
+    four at a time; the app role gets DML and no DDL, the DDL role its own schema, the app reads it."""
+    import subprocess
+
+    from components.postgres import BOOTSTRAP_COMMAND, bootstrap_env, scram_verifier
+
+    host, port, master = os.environ["PLATFORM_TEST_PGHOST"], os.environ.get("PLATFORM_TEST_PGPORT", "5432"), os.environ["PLATFORM_TEST_PGPASSWORD"]
+
+    def psql(user: str, password: str, *sql: str, db: str = "twinkle", check: bool = True) -> subprocess.CompletedProcess:
+        args = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", user, "-d", db]
+        for s in sql:
+            args += ["-c", s]
+        return subprocess.run(args, env={**os.environ, "PGPASSWORD": password, "PGSSLMODE": "require"}, capture_output=True, text=True, check=check)
+
+    psql("master", master, "DROP DATABASE IF EXISTS twinkle", "DROP ROLE IF EXISTS twinkle_app", db="postgres")
+    psql("master", master, "DROP ROLE IF EXISTS twinkle_ddl", "DROP ROLE IF EXISTS app", db="postgres")
+    # RDS: the master user is not a superuser; it owns the database; a migration made tables first
+    psql("master", master, "CREATE ROLE app LOGIN CREATEROLE CREATEDB PASSWORD 'ownerpw'", "CREATE DATABASE twinkle OWNER app", db="postgres")
+    psql("app", "ownerpw", "CREATE TABLE users (id serial PRIMARY KEY, name text)")
+    env = {**os.environ, **bootstrap_env("twinkle", ddl=True), "PGHOST": host, "PGPORT": port, "PGPASSWORD": "ownerpw",
+           "DB_APP_VERIFIER": scram_verifier("apppw", b"0123456789abcdef"), "DB_DDL_VERIFIER": scram_verifier("ddlpw", b"fedcba9876543210")}  # fmt: skip
+    runs = [subprocess.Popen(list(BOOTSTRAP_COMMAND), env=env) for _ in range(4)]
+    assert [r.wait() for r in runs] == [0, 0, 0, 0]
+    assert subprocess.run(list(BOOTSTRAP_COMMAND), env=env).returncode == 0  # and again: idempotent
+    assert psql("twinkle_app", "apppw", "INSERT INTO users (name) VALUES ('a') RETURNING id").stdout.splitlines()[0] == "1"
+    assert "permission denied" in psql("twinkle_app", "apppw", "CREATE TABLE x (i int)", check=False).stderr
+    assert "must be owner" in psql("twinkle_app", "apppw", "DROP TABLE users", check=False).stderr
+    psql("twinkle_ddl", "ddlpw", "CREATE SCHEMA ponder", "CREATE TABLE ponder.blocks (n int)", "INSERT INTO ponder.blocks VALUES (7)")
+    assert psql("twinkle_app", "apppw", "SELECT n FROM ponder.blocks").stdout.strip() == "7"
+    assert "permission denied" in psql("twinkle_app", "apppw", "DELETE FROM ponder.blocks", check=False).stderr
+    psql("app", "ownerpw", "CREATE TABLE later (id serial)")  # a later migration
+    psql("twinkle_app", "apppw", "INSERT INTO later DEFAULT VALUES")
+    env.pop("DB_APP_VERIFIER")
+    assert subprocess.run(list(BOOTSTRAP_COMMAND), env=env, capture_output=True).returncode == 3  # fails closed, nothing committed

@@ -149,3 +149,15 @@ def test_every_external_secret_can_be_declared_set(project):
     set_every_secret(config)
     assert sum(len(s["set_out_of_band"]) for s in config["platform:systems"].values()) == external
     assert json.dumps(config).count("PONDER_RPC_URL_11155111.") == 2
+
+
+def test_the_database_roles_need_nothing_from_an_operator(plans):
+    # GIVEN the shipped dev stack (a first `pulumi up`): the owner secret is one Pulumi writes itself,
+    # so the bootstrap never waits for an operator, and every system with Postgres runs it exactly once
+    dev = plans["dev"]
+    written = {v.name for v in dev.of_type("aws:secretsmanager/secretVersion:SecretVersion")}
+    assert {f"{s}-database-owner" for s in ("twinkle", "offerhub", "starkdca", "aurum", "darwin")} <= written
+    runs = [t.name for t in dev.of_type("aws:ecs/taskDefinition:TaskDefinition") if '"name": "db-roles"' in t.inputs["containerDefinitions"]]
+    assert sorted(runs) == ["aurum-api-task", "darwin-app-task", "offerhub-api-task", "starkdca-api-task", "twinkle-indexer-task"]
+    # AND the owner's credentials are not a value anyone sets: no hold names them
+    assert not [line for lines in dev.outputs["held_services"].values() for line in lines if "DATABASE_OWNER" in line]

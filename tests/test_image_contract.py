@@ -34,8 +34,8 @@ def test_every_written_path_is_a_tmpfs_any_user_can_write(plans, stack):
         spec = catalog[system].services[service]
         assert task.inputs.get("volumes") is None, task.name  # no root-owned bind mounts
         for c in containers(task):
-            if c["name"] == otel.CONTAINER:
-                continue
+            if c["name"] in (otel.CONTAINER, "db-roles"):
+                continue  # AWS's collector and the database bootstrap: their own images, which write nothing
             assert c["readonlyRootFilesystem"] is True and c["user"] != "0"
             tmpfs = {t["containerPath"]: t for t in c["linuxParameters"]["tmpfs"]}
             assert set(tmpfs) == set(spec.writable_paths), task.name
@@ -55,8 +55,8 @@ def test_darwin_gets_its_next_cache_and_the_memory_for_it(prod):
 def test_tools_are_pointed_away_from_the_read_only_root(prod):
     for task in prod.of_type(TASK):
         for c in containers(task):
-            if c["name"] == otel.CONTAINER:
-                continue
+            if c["name"] in (otel.CONTAINER, "db-roles"):
+                continue  # AWS's collector and the database bootstrap: their own images, which write nothing
             env = env_of(c)
             assert env["HOME"] == env["TMPDIR"] == "/tmp", (task.name, c["name"])
             assert env["npm_config_cache"].startswith("/tmp/") and env["npm_config_update_notifier"] == "false"
@@ -97,9 +97,9 @@ def test_apps_send_telemetry_to_the_collectors_ipv4_address(prod):
 @pytest.mark.parametrize(
     ("writable", "message"),
     [
-        ({"/tmp": {}, "app/cache": {}}, "must be absolute and normalised"),
-        ({"/tmp": {}, "/app/../etc": {}}, "must be absolute and normalised"),
-        ({"/tmp/": {}}, "must be absolute and normalised"),
+        ({"/tmp": {}, "app/cache": {}}, "writable path 'app/cache' is relative"),
+        ({"/tmp": {}, "/app/../etc": {}}, "writable path '/app/../etc' is not normalised; write '/etc'"),
+        ({"/tmp/": {}}, "writable path '/tmp/' is not normalised; write '/tmp'"),
         ({"/app/cache": {}}, "needs '/tmp'"),
         ({"/tmp": {"size_mib": 400}}, "keep them under half of 'memory'"),
     ],
@@ -136,3 +136,17 @@ def test_every_container_that_reads_the_database_url_trusts_the_rds_cas(prod):
             else:
                 assert "NODE_EXTRA_CA_CERTS" not in env_of(c), (task.name, c["name"])
     assert seen == 12  # the 9 services that read it, and the 3 migrate containers
+
+
+def test_the_database_bootstrap_needs_nothing_from_the_app_images(prod):
+    # The db-roles container runs psql from the official postgres image, pinned by digest, as that image's
+    # own user: no app image has to ship psql, and its TLS does not need the RDS bundle (channel binding)
+    from components import postgres
+
+    bootstraps = [c for task in prod.of_type(TASK) for c in containers(task) if c["name"] == postgres.BOOTSTRAP_CONTAINER]
+    assert len(bootstraps) == 5  # one per system with Postgres
+    for c in bootstraps:
+        assert c["image"].startswith("public.ecr.aws/docker/library/postgres:17") and "@sha256:" in c["image"]
+        assert c["user"] == "70:70" and c["readonlyRootFilesystem"] is True and "mountPoints" not in c
+        assert c["command"][:2] == ["sh", "-c"] and "psql" in c["command"][2] and "--single-transaction" in c["command"][2]
+        assert env_of(c)["PGCHANNELBINDING"] == "require"

@@ -8,6 +8,7 @@ import json
 import kubernetes_validate
 import pytest
 
+from components import postgres
 from components.kubernetes import SUPPORTED_VERSIONS
 from stacks.catalog import load_catalog
 from stacks.config import load_platform
@@ -122,20 +123,24 @@ def test_pods_run_non_root_read_only_without_capabilities(eks):
     seen = 0
     for r, pod in pod_specs(eks):
         meta = r.inputs["metadata"]
-        service = meta["name"].split("-migrate-")[0]
+        service = meta["name"].split("-migrate-")[0].split("-db-roles-")[0]
         writable = set(catalog[meta["namespace"].removesuffix("-staging")].services[service].writable_paths)
         sc = pod["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0 and sc["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        for c in pod["containers"]:
+        for c in pod["containers"] + pod.get("initContainers", []):
             csc = c["securityContext"]
             assert csc["readOnlyRootFilesystem"] is True and csc["allowPrivilegeEscalation"] is False and csc["runAsNonRoot"] is True
             assert csc["capabilities"] == {"drop": ["ALL"]} and csc["seccompProfile"] == {"type": "RuntimeDefault"}
+            if c["name"] == postgres.BOOTSTRAP_CONTAINER:  # psql writes nothing: no volume at all
+                assert "volumeMounts" not in c and csc["runAsUser"] == 70
+                continue
             mounts = {m["mountPath"] for m in c["volumeMounts"]}
             assert mounts == writable  # each writable path is a scratch volume, nothing else is writable
             assert {v["name"] for v in pod["volumes"]} == {m["name"] for m in c["volumeMounts"]}
             seen += 1
-    assert seen == len(eks.of_type(DEPLOYMENT)) + len(eks.of_type(JOB)) == 13
+    # 10 Deployments, 3 migration Jobs; the 2 bootstrap-only Jobs (darwin, twinkle) run psql alone
+    assert seen == len(eks.of_type(DEPLOYMENT)) + len(eks.of_type(JOB)) - 2 == 13
     darwin = deployment(eks, "darwin-staging", "app").inputs["spec"]["template"]["spec"]["containers"][0]
     assert {m["mountPath"] for m in darwin["volumeMounts"]} == {"/tmp", "/app/.next/cache"}
     namespaces = [r.inputs for r in eks.of_type("kubernetes:core/v1:Namespace")]
@@ -305,10 +310,47 @@ def test_migration_job_gates_the_rollout(eks):
         container = job.inputs["spec"]["template"]["spec"]["containers"][0]
         assert container["name"] == "migrate" and container["args"] == migration.command
         assert job.inputs["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+        # the roles first (init container), then the migration as the owner
+        assert [c["name"] for c in job.inputs["spec"]["template"]["spec"]["initContainers"]] == [postgres.BOOTSTRAP_CONTAINER]
+        url = next(e for e in container["env"] if e["name"] == "DATABASE_URL")["valueFrom"]["secretKeyRef"]
+        assert url["name"].startswith("db-owner-") and url["key"] == "DATABASE_URL"
         dep = deployment(eks, f"{system}-staging", migration.service)
         assert job.urn in dep.dependencies
         assert container["image"] == dep.inputs["spec"]["template"]["spec"]["containers"][0]["image"]
         assert job.options["customTimeouts"]["create"] == "20m"
+
+
+def test_app_pods_get_the_app_role_and_only_the_jobs_the_owner(eks):
+    # GIVEN every pod template of the released example stack
+    for r, pod in pod_specs(eks):
+        ns = r.inputs["metadata"]["namespace"]
+        for c in pod["containers"] + pod.get("initContainers", []):
+            refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+            owner = {n for n, secret in refs.items() if secret.startswith("db-owner-")}
+            if r.type == JOB and c["name"] in (postgres.BOOTSTRAP_CONTAINER, "migrate"):
+                assert owner == ({"DATABASE_URL"} if c["name"] == "migrate" else set(refs)), (ns, c["name"])
+            else:
+                assert owner == set(), (ns, c["name"])  # THEN no app pod mounts the owner's credentials
+    # AND the owner's secret is read through its own account and role, which read nothing else
+    for system in ("offerhub", "darwin"):
+        policy = json.loads(next(r for r in eks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == f"{system}-db-owner-irsa").inputs["policy"])
+        assert len(policy["Statement"][0]["Resource"]) == 1 and "-database-owner-" in policy["Statement"][0]["Resource"][0]
+        store = next(r for r in eks.of_type(f"kubernetes:{ESO}/v1:ExternalSecret") if r.name == f"{system}-db-owner-external-secret")
+        assert {d["remoteRef"]["key"] for d in store.inputs["spec"]["data"]} == {f"staging/{system}/DATABASE_OWNER"}
+        assert {d["remoteRef"]["property"] for d in store.inputs["spec"]["data"]} >= {"url", "password", "host", "app_verifier"}
+
+
+def test_a_system_without_migration_bootstraps_its_roles_before_its_database_users(eks):
+    jobs = {r.inputs["metadata"]["namespace"]: r for r in eks.of_type(JOB)}
+    for system, users in (("darwin", ["app"]), ("twinkle", ["indexer", "api", "worker"])):
+        job = jobs[f"{system}-staging"]
+        assert "-db-roles-" in job.inputs["metadata"]["name"]
+        assert [c["name"] for c in job.inputs["spec"]["template"]["spec"]["containers"]] == [postgres.BOOTSTRAP_CONTAINER]
+        for name in users:
+            assert job.urn in deployment(eks, f"{system}-staging", name).dependencies, name
+    assert jobs["twinkle-staging"].urn not in deployment(eks, "twinkle-staging", "facilitator").dependencies  # no database
+    # the migration's Job gates the other users of the database too
+    assert jobs["starkdca-staging"].urn in deployment(eks, "starkdca-staging", "worker").dependencies
 
 
 def test_migration_job_is_named_by_its_whole_spec_and_rerun_when_it_failed(eks, project):
@@ -478,8 +520,15 @@ def test_domain_on_kubernetes_needs_an_issued_certificate_and_no_zone(project):
         c["platform:kubernetes"]["ingress_class"] = "nginx"
 
     assert "only applies with 'kubernetes.ingress_class: alb'" in problems(nginx_with_certificate)["platform:certificate_arn"]
-    # without a domain: HTTP on the load balancer's name, nothing to certify
-    load_platform("test", project(STACK, change(lambda c: (c.pop("platform:domain"), c.pop("platform:certificate_arn")))))
+
+    # without a domain: HTTP on the load balancer's name, nothing to certify; the staging preset wants that acknowledged
+    def plain_http(c):
+        c.pop("platform:domain")
+        c.pop("platform:certificate_arn")
+        c.setdefault("platform:overrides", {}).setdefault("edge", {})["acknowledge_plain_http"] = True
+
+    assert set(problems(lambda c: (c.pop("platform:domain"), c.pop("platform:certificate_arn")))) == {"platform:domain"}
+    load_platform("test", project(STACK, change(plain_http)))
 
 
 def test_kubernetes_block_on_an_ecs_stack_is_refused(project):

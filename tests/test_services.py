@@ -9,8 +9,8 @@ import pytest
 from botocore.session import get_session
 from botocore.validate import ParamValidator
 
-from components import otel
-from components.service import container_definitions, task_counts
+from components import otel, postgres
+from components.service import EGRESS_BY_SECRET, HTTPS, DatabaseBootstrap, container_definitions, egress_for, task_counts
 from stacks.catalog import fargate_pair_problem
 from stacks.config import load_platform
 from tests.conftest import ROOT, plan
@@ -19,6 +19,7 @@ TASK = "aws:ecs/taskDefinition:TaskDefinition"
 SERVICE = "aws:ecs/service:Service"
 TG = "aws:lb/targetGroup:TargetGroup"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 
 # The seeds' ports and health paths (DESIGN.md table, from each deployment guide).
@@ -48,6 +49,11 @@ def app_container(task) -> dict:
 
 def services(cap):
     return {r.name.removesuffix("-service"): r for r in cap.of_type(SERVICE)}
+
+
+def secret_arn(value_from: str) -> str:
+    """The secret's ARN in a ``valueFrom`` that may name one JSON key (``<arn>:<key>::``)."""
+    return value_from.removesuffix("::").rsplit(":", 1)[0] if value_from.endswith("::") else value_from
 
 
 # ---------------------------------------------------------------- independent validators
@@ -128,10 +134,12 @@ def test_ecs_5_read_only_root_filesystem(plans, stack):
 
 
 def test_ecs_5_dev_trades_read_only_root_for_ecs_exec(plans):
-    # ECS Exec's agent writes to the root filesystem; dev has exec, so its root is writable
+    # ECS Exec's agent writes to the root filesystem; dev has exec, so its root is writable (not the
+    # collector's or the database bootstrap's: nobody execs into those)
     dev = plans["dev"]
     assert all(s.inputs["enableExecuteCommand"] is True for s in dev.of_type(SERVICE))
-    assert all(c["readonlyRootFilesystem"] is False for t in dev.of_type(TASK) for c in containers(t) if c["name"] != otel.CONTAINER)
+    fixed = {otel.CONTAINER, postgres.BOOTSTRAP_CONTAINER}
+    assert all(c["readonlyRootFilesystem"] is (c["name"] in fixed) for t in dev.of_type(TASK) for c in containers(t))
 
 
 def test_ecs_8_no_secret_in_plain_environment(plans):
@@ -192,6 +200,9 @@ def test_images_are_pinned_by_digest_from_our_registry(plans, stack):
         for c in containers(task):
             if c["name"] == otel.CONTAINER:
                 continue  # AWS's collector, pinned by version (tests/test_observability.py)
+            if c["name"] == postgres.BOOTSTRAP_CONTAINER:
+                assert c["image"] == postgres.BOOTSTRAP_IMAGE and re.search(r"@sha256:[0-9a-f]{64}$", c["image"])  # the official image, by digest
+                continue
             assert re.fullmatch(r"\d{12}\.dkr\.ecr\.us-east-1\.amazonaws\.com/[a-z-]+/[a-z-]+@sha256:[0-9a-f]{64}", c["image"]), c["image"]
 
 
@@ -203,7 +214,7 @@ def test_each_secret_reaches_only_the_services_that_declared_it(prod):
         assert ("EXECUTOR_PRIVATE_KEY" in names) is (name == "starkdca-worker"), name
     policies = {p.name.removesuffix("-execution-policy"): json.loads(p.inputs["policy"]) for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")}
     for name, task in tasks(prod).items():
-        arns = {s["valueFrom"] for c in containers(task) for s in c.get("secrets", [])}
+        arns = {secret_arn(s["valueFrom"]) for c in containers(task) for s in c.get("secrets", [])}
         readable = next(st["Resource"] for st in policies[name]["Statement"] if st["Sid"] == "Secrets")
         assert set(readable) == arns, name
 
@@ -236,6 +247,108 @@ def test_migrations_gate_the_app_container(prod):
         assert [s["name"] for s in migrate[0]["secrets"]] == ["DATABASE_URL"]
         assert {"containerName": "migrate", "condition": "SUCCESS"} in app_container(task)["dependsOn"]
         assert migrate[0]["image"] == app_container(task)["image"]  # the new image migrates
+        # as the owner (it creates and alters tables), after the roles exist
+        owner_url = migrate[0]["secrets"][0]["valueFrom"]
+        assert f"{name.split('-')[0]}-database-owner-" in owner_url and owner_url.endswith(":url::")
+        assert migrate[0]["dependsOn"] == [{"containerName": "db-roles", "condition": "SUCCESS"}]
+
+
+def test_apps_connect_as_the_app_role_and_only_the_bootstrap_and_migration_get_the_owner(prod):
+    # GIVEN every task of the steady prod plan
+    owner_users = set()
+    for name, task in tasks(prod).items():
+        system = name.split("-")[0]
+        for c in containers(task):
+            refs = {s["name"]: s["valueFrom"] for s in c.get("secrets", [])}
+            owner = {n for n, v in refs.items() if f"{system}-database-owner-" in v}
+            if c["name"] in (postgres.BOOTSTRAP_CONTAINER, "migrate"):
+                owner_users.add(name)
+                assert owner == set(refs), (name, c["name"])  # nothing but the owner's secret
+            else:
+                # THEN no app (or collector) container ever receives the owner's credentials
+                assert owner == set(), (name, c["name"])
+                if "DATABASE_URL" in refs:
+                    expected = "database-ddl-url" if name == "twinkle-indexer" else "database-url"
+                    assert f"{system}-{expected}-" in refs["DATABASE_URL"], name
+    # AND one service per system runs the bootstrap: the migration's, else the first that uses Postgres
+    assert owner_users == {"offerhub-api", "starkdca-api", "aurum-api", "twinkle-indexer", "darwin-app"}
+    policies = {p.name.removesuffix("-execution-policy"): p.inputs["policy"] for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")}
+    assert {n for n, pol in policies.items() if "-database-owner-" in pol} == owner_users
+
+
+def test_the_bootstrap_runs_before_everything_that_connects(prod):
+    # GIVEN the tasks that run db-roles
+    for name in ("offerhub-api", "twinkle-indexer", "darwin-app"):
+        defs = {c["name"]: c for c in containers(tasks(prod)[name])}
+        roles = defs[postgres.BOOTSTRAP_CONTAINER]
+        # THEN it runs psql from the pinned postgres image, non-essential, before migrate or the app
+        assert roles["image"] == postgres.BOOTSTRAP_IMAGE and "@sha256:" in roles["image"] and roles["essential"] is False
+        assert roles["user"] == postgres.BOOTSTRAP_USER and roles["readonlyRootFilesystem"] is True
+        first = "migrate" if "migrate" in defs else name.split("-", 1)[1]
+        assert {"containerName": postgres.BOOTSTRAP_CONTAINER, "condition": "SUCCESS"} in defs[first]["dependsOn"]
+        # AND no password in its command or plain env: each comes from one JSON key of the owner secret
+        env = {e["name"]: e["value"] for e in roles["environment"]}
+        assert {"PGPASSWORD", "PGHOST", "DB_APP_VERIFIER"} <= {s["name"] for s in roles["secrets"]}
+        assert not {"PGPASSWORD", "DB_APP_VERIFIER", "DB_DDL_VERIFIER"} & set(env)
+        assert env["PGUSER"] == postgres.OWNER and env["PGSSLMODE"] == "require" and env["PGCHANNELBINDING"] == "require"
+        assert all(s["valueFrom"].endswith(f":{postgres.OWNER_KEYS[s['name']]}::") for s in roles["secrets"])
+        assert "PASSWORD '" not in env["DB_ROLES_SQL"] and "PASSWORD :'app_verifier'" in env["DB_ROLES_SQL"]
+    # AND only twinkle (Ponder creates its own schema) gets the runtime-DDL role
+    assert "DB_DDL_VERIFIER" in {s["name"] for s in next(c for c in containers(tasks(prod)["twinkle-indexer"]) if c["name"] == "db-roles")["secrets"]}
+    assert "DB_DDL_VERIFIER" not in {s["name"] for s in next(c for c in containers(tasks(prod)["offerhub-api"]) if c["name"] == "db-roles")["secrets"]}
+
+
+def test_database_services_wait_for_the_service_that_bootstraps_their_roles(prod):
+    svc = services(prod)
+    assert svc["twinkle-indexer"].urn in svc["twinkle-worker"].dependencies  # no migration: the indexer bootstraps
+    assert svc["twinkle-indexer"].urn in svc["twinkle-api"].dependencies
+    owner_versions = {v.urn for v in prod.of_type("aws:secretsmanager/secretVersion:SecretVersion") if v.name.endswith("-database-owner")}
+    assert owner_versions & set(svc["darwin-app"].dependencies)  # the bootstrap waits for the owner's secret value
+
+
+# ---------------------------------------------------------------- network: what a task may reach
+
+
+def test_task_egress_is_https_the_stores_and_written_reasons(prod):
+    # GIVEN every egress rule of the task security groups
+    rules: dict[str, list[dict]] = {}
+    for r in prod.of_type(EGRESS):
+        key = next((k for k in tasks(prod) if r.name.startswith(f"{k}-")), None)
+        if key is not None and not r.name.endswith("-alb-out"):
+            rules.setdefault(key, []).append(r.inputs | {"name": r.name})
+    assert set(rules) == set(tasks(prod))
+    for key, found in rules.items():
+        # THEN nothing is all-traffic, and the internet is reachable on 443 only ...
+        assert all(r["ipProtocol"] == "tcp" and r["fromPort"] == r["toPort"] for r in found), key
+        internet = sorted(int(r["fromPort"]) for r in found if r.get("cidrIpv4") == "0.0.0.0/0")
+        assert internet == ([443, 465, 587] if key == "starkdca-api" else [443]), key  # ... but SMTP submission for the one that sends mail
+        # AND the data stores' ports go to the stores' security groups only
+        stores = {int(r["fromPort"]) for r in found if r.get("referencedSecurityGroupId")}
+        assert stores <= {5432, 6379} and all(r.get("cidrIpv4") is None for r in found if int(r["fromPort"]) in (5432, 6379)), key
+    assert {int(r["fromPort"]) for r in rules["offerhub-api"] if r.get("referencedSecurityGroupId")} == {5432, 6379}
+    assert {int(r["fromPort"]) for r in rules["twinkle-facilitator"] if r.get("referencedSecurityGroupId")} == {6379}
+    assert all(len(r["description"]) > 20 for rs in rules.values() for r in rs if r.get("cidrIpv4"))  # each says why
+
+
+def test_every_extra_port_has_a_reason_and_the_otlp_port_is_derived():
+    assert [e.port for e in egress_for(["SENTRY_DSN"])] == [HTTPS.port]
+    assert [e.port for e in egress_for(["SMTP_PASS", "DATABASE_URL"])] == [443, 587, 465]
+    assert all(e.reason for es in EGRESS_BY_SECRET.values() for e in es)
+    assert [e.port for e in egress_for([], "https://otlp.example.com:4318/v1")] == [443, 4318]
+    assert [e.port for e in egress_for([], "https://otlp.example.com")] == [443]
+
+
+def test_task_and_execution_roles_trust_only_this_accounts_ecs(prod):
+    for role in prod.of_type("aws:iam/role:Role"):
+        if not role.name.endswith(("-execution", "-task-role")):
+            continue
+        statement = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+        assert [s["Principal"] for s in statement] == [{"Service": "ecs-tasks.amazonaws.com"}], role.name
+        # ECS developer guide, "Amazon ECS task IAM role": aws:SourceAccount and aws:SourceArn arn:aws:ecs:<region>:<account>:*
+        assert statement[0]["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": "123456789012"},
+            "ArnLike": {"aws:SourceArn": "arn:aws:ecs:us-east-1:123456789012:*"},
+        }, role.name
 
 
 def test_offerhub_learns_its_public_url(prod):
@@ -259,6 +372,24 @@ def test_container_definitions_is_pure_and_orders_migration_first():
     )
     assert [c["name"] for c in defs] == ["migrate", "api"]
     assert [e["name"] for e in defs[1]["environment"]] == ["A", "B", "NODE_EXTRA_CA_CERTS"]  # sorted; the RDS CAs with DATABASE_URL
+    # with the roles bootstrap: db-roles, then migrate (as the owner), then the app
+    owner = "arn:aws:secretsmanager:us-east-1:1:secret:prod/aurum/DATABASE_OWNER-abc"
+    boot = container_definitions(
+        svc,
+        image="img@sha256:" + "0" * 64,
+        env={},
+        secrets={"DATABASE_URL": "arn:aws:secretsmanager:us-east-1:1:secret:x"},
+        log_group="/g",
+        region="us-east-1",
+        writable_root=False,
+        migration=cfg.systems["aurum"].system.migration,
+        secrets_revision="r",
+        bootstrap=DatabaseBootstrap(owner_secret_arn=owner, database="aurum"),
+    )
+    assert [c["name"] for c in boot] == ["db-roles", "migrate", "api"]
+    assert boot[1]["secrets"] == [{"name": "DATABASE_URL", "valueFrom": f"{owner}:url::"}]
+    assert boot[2]["secrets"] == [{"name": "DATABASE_URL", "valueFrom": "arn:aws:secretsmanager:us-east-1:1:secret:x"}]
+    assert boot[2]["dependsOn"] == [{"containerName": "migrate", "condition": "SUCCESS"}]
 
 
 # ---------------------------------------------------------------- the ECS service

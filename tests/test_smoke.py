@@ -23,6 +23,7 @@ import yaml
 from botocore.stub import Stubber
 
 import stacks.config
+from components.postgres import BOOTSTRAP_USER
 from stacks.catalog import ServiceKind, load_catalog
 from tests.conftest import ROOT, plan
 from tools import probe
@@ -93,7 +94,9 @@ def test_the_smoke_stack_plans_offline_with_the_hardening_of_production(smoke_pl
         for c in json.loads(task.inputs["containerDefinitions"]):
             if c["name"].startswith("aws-otel") or c["name"] == "otel-collector":
                 continue
-            assert c["readonlyRootFilesystem"] is True and c["user"] == "1000:1000", (task.name, c["name"])
+            # the database-roles bootstrap runs the postgres image as that image's own non-root user
+            user = BOOTSTRAP_USER if c["name"] == "db-roles" else "1000:1000"
+            assert c["readonlyRootFilesystem"] is True and c["user"] == user, (task.name, c["name"])
             assert c["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
     web = json.loads(next(t for t in smoke_plan.of_type("aws:ecs/taskDefinition:TaskDefinition") if t.name == "smoke-web-task").inputs["containerDefinitions"])
     assert [c["command"] for c in web if c["name"] == "migrate"] == [["node", "/app/server.mjs", "migrate"]]
