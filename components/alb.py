@@ -1,12 +1,15 @@
 """The environment's one public entry: an Application Load Balancer, its certificate, WAF and logs.
 
 Children: ``aws:ec2/securityGroup:SecurityGroup`` (the only group open to the internet: 443 and 80 with
-a domain, else one HTTP port per web service), ``aws:lb/loadBalancer:LoadBalancer`` in the public
+a domain, else one HTTP port per web service; to ``edge.ingress_cidrs`` only when the preset or stack
+file sets them), ``aws:lb/loadBalancer:LoadBalancer`` in the public
 subnets, ``aws:lb/listener:Listener`` (HTTPS plus an HTTP redirect, or one HTTP listener per web service
 without a domain), ``aws:acm/certificate:Certificate`` with its DNS validation records and
 ``aws:acm/certificateValidation:CertificateValidation`` (unless ``certificate_arn`` is given),
 ``aws:route53/record:Record`` (an alias per host), an encrypted private S3 bucket for access logs with
-a lifecycle, and ``aws:wafv2/webAcl:WebAcl`` plus its association.
+a lifecycle, and ``aws:wafv2/webAcl:WebAcl`` plus its association and its logging
+(``aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration``) to an encrypted log group
+``aws-waf-logs-platform-<env>`` with the log group's own resource policy for the delivery service.
 
 Services own their target group and listener rule (see ``components/service.py``); this component
 gives each one its listener (:meth:`listener_arn`), a stable rule priority (:meth:`priority`) and its
@@ -14,17 +17,23 @@ public URL (:meth:`url`).
 
 Hardening: invalid header fields dropped, desync mitigation ``defensive``, TLS 1.3 policy, HSTS,
 deletion protection per preset. WAF: a rate limit per client IP, a stricter one on paths a service
-marks ``strict_paths`` (darwin's ``/admin``), then the AWS managed common and known-bad-inputs rules.
+marks ``strict_paths`` (darwin's ``/admin``; the path is URL-decoded and lower-cased before it is
+compared, so ``/Admin`` and ``/%61dmin`` count too), then the AWS managed common and known-bad-inputs
+rules. WAF logs every request it inspects (FSBP WAF.11) with the ``authorization`` and ``cookie``
+headers redacted, kept as long as the preset's ``logs.retention_days``.
 On a service's ``webhooks`` paths (offerhub's Airtm and Trustless Work callbacks) the common rule set's
 body-size (over 8 KB) and missing User-Agent rules only count: third-party senders post large bodies
 and may send no User-Agent. Everywhere else those two rules block, as before.
 
 Without a domain (a first dev stack) each web service gets its own HTTP listener port (8000-8999,
 stable per service), and only those ports are open. That is plain HTTP: set a domain before real
-traffic.
+traffic. The loader refuses it unless the preset (dev) or the stack file acknowledges it
+(``overrides.edge.acknowledge_plain_http``); ``overrides.edge.ingress_cidrs`` keeps those ports to an
+office or VPN.
 
 Cost note: the ALB is about $16/month plus LCUs; WAF $5/month per web ACL, $1 per rule and $0.60 per
-million requests; access logs are S3 storage only.
+million requests; access logs are S3 storage only; WAF logs are CloudWatch vended logs (about $0.50 per
+GB ingested, roughly 1-2 KB per request, less in bulk tiers) plus storage for the retention.
 """
 
 from __future__ import annotations
@@ -52,6 +61,13 @@ WEBHOOK_EXEMPT = {
     "SizeRestrictions_BODY": "awswaf:managed:aws:core-rule-set:SizeRestrictions_Body",
 }
 WEBHOOK_LABEL = "platform:webhook"
+# A strict path is compared after these, in this order (WAF applies a statement's text transformations
+# from the lowest priority up, before it inspects the field; "Text transformation" in the WAF API
+# reference): %XX escapes decoded first, so that the decoded letters are lower-cased too (/%41dmin).
+STRICT_PATH_TRANSFORMATIONS = ("URL_DECODE", "LOWERCASE")
+# Request headers WAF logs with their value replaced by REDACTED: credentials and sessions. WAF wants
+# the header names in lower case (LoggingConfiguration.RedactedFields, SingleHeader).
+REDACTED_HEADERS = ("authorization", "cookie")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +91,12 @@ class AlbArgs:
     without a domain), WAF's body-size and no-User-Agent rules count instead of block. Default: none."""
     idle_timeout_seconds: int = 60
     """Seconds an idle connection stays open; long for SSE and WebSocket. Default: 60 (the ALB's)."""
+    env: str
+    """Environment (preset) name: the WAF log group is ``aws-waf-logs-platform-<env>``."""
+    kms_key_arn: pulumi.Input[str]
+    """Environment key: encrypts the WAF log group (its policy lets CloudWatch Logs use it for log groups)."""
+    log_retention_days: int
+    """Days WAF logs are kept (preset ``logs.retention_days``)."""
     settings: EdgePreset = field(default_factory=EdgePreset)
 
 
@@ -100,17 +122,21 @@ class Alb(pulumi.ComponentResource):
 
         sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description="load balancer: the only group open to the internet", opts=child)
         open_ports = {"https": 443, "http": 80} if self.https else {f"http-{k}": p for k, p in self.http_ports.items()}
+        sources = edge.admitted(s)
         for role, port in open_ports.items():
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-{role}-in",
-                security_group_id=sg.id,
-                cidr_ipv4=WORLD,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description=f"{role} from the internet",
-                opts=child,
-            )
+            for cidr in sources:
+                # the internet keeps the rule's first name; each admitted range gets its own rule
+                suffix = "" if cidr == WORLD else "-" + _slug(cidr)
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-{role}-in{suffix}",
+                    security_group_id=sg.id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"{role} from the internet" if cidr == WORLD else f"{role} from {cidr} (edge.ingress_cidrs)",
+                    opts=child,
+                )
 
         logs, logs_policy = self._log_bucket(name, args)
         self.lb = aws.lb.LoadBalancer(
@@ -261,7 +287,7 @@ class Alb(pulumi.ComponentResource):
         for key in sorted(args.strict_paths):
             for path in args.strict_paths[key]:
                 host = args.hosts[key] if self.https else None
-                rules.append(_rate_rule(f"strict-{key}-{_slug(path)}", priority, s.strict_rate_limit, path, host))
+                rules.append(_rate_rule(f"strict-{key}-{_slug(path)}", priority, s.strict_rate_limit, path, host, STRICT_PATH_TRANSFORMATIONS))
                 priority += 1
         rules.append(_rate_rule("rate-per-ip", 50, s.rate_limit))
         hooks = [(args.hosts[key] if self.https else None, path) for key in sorted(args.webhooks) for path in args.webhooks[key]]
@@ -288,6 +314,45 @@ class Alb(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         aws.wafv2.WebAclAssociation(f"{name}-waf-association", resource_arn=self.lb.arn, web_acl_arn=acl.arn, opts=pulumi.ResourceOptions(parent=self))
+        self._waf_logging(name, args, acl)
+
+    def _waf_logging(self, name: str, args: AlbArgs, acl: aws.wafv2.WebAcl) -> None:
+        """FSBP WAF.11: every request WAF inspects, to a log group named ``aws-waf-logs-...`` (WAF accepts no
+        other name), encrypted with the environment key, credentials and sessions redacted.
+
+        The delivery permission is the log group's own resource policy, written here, rather than the one
+        WAF writes when the caller may ``logs:PutResourcePolicy``: CloudWatch Logs adds a policy only where
+        none grants the delivery service yet ("Logs sent to CloudWatch Logs", CloudWatch Logs user guide),
+        so WAF finds ours and adds nothing, and a second ``pulumi up`` has nothing to reconcile; the
+        policy goes with the stack; and a policy scoped to one log group (``resource_arn``) does not count
+        against the ten account-level resource policies a region allows, nor grow the shared
+        ``AWSWAF-LOGS`` policy that breaks at 5,120 characters (pulumi-aws ``WebAclLoggingConfiguration``).
+        """
+        child = pulumi.ResourceOptions(parent=self)
+        group = aws.cloudwatch.LogGroup(
+            f"{name}-waf-logs",
+            name=f"aws-waf-logs-platform-{args.env}",
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.kms_key_arn,
+            opts=child,
+        )
+        policy = aws.cloudwatch.LogResourcePolicy(
+            f"{name}-waf-logs-delivery",
+            resource_arn=group.arn,
+            policy_document=group.arn.apply(lambda arn: json.dumps(_log_delivery_policy(arn))),
+            opts=child,
+        )
+        aws.wafv2.WebAclLoggingConfiguration(
+            f"{name}-waf-logging",
+            resource_arn=acl.arn,
+            log_destination_configs=[group.arn],
+            redacted_fields=[
+                aws.wafv2.WebAclLoggingConfigurationRedactedFieldArgs(single_header=aws.wafv2.WebAclLoggingConfigurationRedactedFieldSingleHeaderArgs(name=h))
+                for h in REDACTED_HEADERS
+            ],
+            # WAF checks, when logging is turned on, that it may deliver to the group
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
 
 
 def _not_found() -> aws.lb.ListenerDefaultActionArgs:
@@ -310,21 +375,27 @@ def _visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgs:
     return aws.wafv2.WebAclRuleVisibilityConfigArgs(cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True)
 
 
-def _byte_match(field_to_match: dict, value: str, constraint: str) -> dict:
+def _byte_match(field_to_match: dict, value: str, constraint: str, transformations: Sequence[str] = ()) -> dict:
+    """``value`` in the field after ``transformations`` (by default: a header lower-cased, a path as sent)."""
+    types = transformations or ("LOWERCASE" if "single_header" in field_to_match else "NONE",)
     return {
         "byte_match_statement": {
             "field_to_match": field_to_match,
             "positional_constraint": constraint,
             "search_string": value,
-            "text_transformations": [{"priority": 0, "type": "LOWERCASE" if "single_header" in field_to_match else "NONE"}],
+            "text_transformations": [{"priority": i, "type": t} for i, t in enumerate(types)],
         }
     }
 
 
-def _rate_rule(rule_name: str, priority: int, limit: int, path: str | None = None, host: str | None = None) -> aws.wafv2.WebAclRuleArgs:
+def _rate_rule(
+    rule_name: str, priority: int, limit: int, path: str | None = None, host: str | None = None, path_transformations: Sequence[str] = ()
+) -> aws.wafv2.WebAclRuleArgs:
     statement: dict = {"limit": limit, "aggregate_key_type": "IP", "evaluation_window_sec": 300}
     if path:
-        by_path = _byte_match({"uri_path": {}}, path, "STARTS_WITH")
+        # a lower-cased field only ever equals a lower-case search string
+        value = path.lower() if "LOWERCASE" in path_transformations else path
+        by_path = _byte_match({"uri_path": {}}, value, "STARTS_WITH", path_transformations)
         if host:
             by_host = _byte_match({"single_header": {"name": "host"}}, host, "EXACTLY")
             statement["scope_down_statement"] = {"and_statement": {"statements": [by_host, by_path]}}
@@ -382,6 +453,28 @@ def _reblock_rule(priority: int, labels: Sequence[str]) -> aws.wafv2.WebAclRuleA
         statement={"and_statement": {"statements": [flagged[0] if len(flagged) == 1 else {"or_statement": {"statements": flagged}}, not_webhook]}},
         visibility_config=_visibility("common-rules-outside-webhooks"),
     )
+
+
+def _log_delivery_policy(group_arn: str) -> dict:
+    """The statement CloudWatch Logs itself writes for vended logs ("Logs sent to CloudWatch Logs", CloudWatch
+    Logs user guide), for this one group: the log delivery service of this account and region writes streams."""
+    partition, region, account = group_arn.split(":")[1], group_arn.split(":")[3], group_arn.split(":")[4]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AWSLogDeliveryWrite20150319",
+                "Effect": "Allow",
+                "Principal": {"Service": ["delivery.logs.amazonaws.com"]},
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [f"{group_arn}:log-stream:*"],
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": [account]},
+                    "ArnLike": {"aws:SourceArn": [f"arn:{partition}:logs:{region}:{account}:*"]},
+                },
+            }
+        ],
+    }
 
 
 def _log_bucket_policy(bucket_arn: str, account: str, elb_account_arn: str) -> dict:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import fnmatch
 import json
 import re
+from urllib.parse import unquote
 
 import pytest
 
 from stacks import edge
 from stacks.config import load_platform
 from stacks.errors import ConfigError
-from tests.conftest import plan
+from tests.conftest import ROOT, plan
+from tools import awsshapes
+from tools import plan as plan_cli
 
 LB = "aws:lb/loadBalancer:LoadBalancer"
 LISTENER = "aws:lb/listener:Listener"
@@ -220,6 +225,33 @@ def test_waf_rate_limits_and_managed_rules(prod):
 CRS = "awswaf:managed:aws:core-rule-set:"
 
 
+# WAF text transformations this evaluator knows ("Text transformation", WAF API reference): URL_DECODE
+# decodes %XX escapes, LOWERCASE lower-cases, NONE leaves the field as it is.
+TRANSFORM = {"NONE": lambda v: v, "LOWERCASE": str.lower, "URL_DECODE": unquote}
+
+
+def statement_matches(st: dict, host: str, path: str, labels: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether a rule statement matches a request for ``host`` and ``path``: transformations applied from
+    the lowest priority up (WAF API reference, TextTransformation.Priority), then the comparison."""
+    if "andStatement" in st:
+        return all(statement_matches(s, host, path, labels) for s in st["andStatement"]["statements"])
+    if "orStatement" in st:
+        return any(statement_matches(s, host, path, labels) for s in st["orStatement"]["statements"])
+    if "notStatement" in st:
+        return not statement_matches(st["notStatement"]["statement"], host, path, labels)
+    if "labelMatchStatement" in st:
+        return st["labelMatchStatement"]["scope"] == "LABEL" and st["labelMatchStatement"]["key"] in labels
+    if "byteMatchStatement" in st:
+        b = st["byteMatchStatement"]
+        value = host if b["fieldToMatch"].get("singleHeader", {}).get("name") == "host" else path
+        for t in sorted(b["textTransformations"], key=lambda t: t["priority"]):
+            value = TRANSFORM[t["type"]](value)
+        return value == b["searchString"] if b["positionalConstraint"] == "EXACTLY" else value.startswith(b["searchString"])
+    if "rateBasedStatement" in st:
+        return False
+    raise AssertionError(f"a statement this test cannot evaluate: {st}")
+
+
 def waf_verdict(acl: dict, host: str, path: str, *, big_body: bool = False, user_agent: bool = True) -> str:
     """What the web ACL does with one request, evaluated as WAF does: rules by priority, a Count rule adds its
     labels and goes on, a label is visible to every later rule, Block ends it. The managed common rule set is
@@ -229,23 +261,7 @@ def waf_verdict(acl: dict, host: str, path: str, *, big_body: bool = False, user
     labels: set[str] = set()
 
     def matches(st: dict) -> bool:
-        if "andStatement" in st:
-            return all(matches(s) for s in st["andStatement"]["statements"])
-        if "orStatement" in st:
-            return any(matches(s) for s in st["orStatement"]["statements"])
-        if "notStatement" in st:
-            return not matches(st["notStatement"]["statement"])
-        if "labelMatchStatement" in st:
-            return st["labelMatchStatement"]["scope"] == "LABEL" and st["labelMatchStatement"]["key"] in labels
-        if "byteMatchStatement" in st:
-            b = st["byteMatchStatement"]
-            value = host if b["fieldToMatch"].get("singleHeader", {}).get("name") == "host" else path
-            for t in b["textTransformations"]:
-                value = value.lower() if t["type"] == "LOWERCASE" else value
-            return value == b["searchString"] if b["positionalConstraint"] == "EXACTLY" else value.startswith(b["searchString"])
-        if "rateBasedStatement" in st:
-            return False
-        raise AssertionError(f"a statement this test cannot evaluate: {st}")
+        return statement_matches(st, host, path, labels)
 
     for rule in sorted(acl["rules"], key=lambda r: r["priority"]):
         st = rule["statement"]
@@ -339,3 +355,252 @@ def test_security_group_descriptions_use_only_characters_ec2_accepts(plans):
     for cap in plans.values():
         for r in (r for t in types for r in cap.of_type(t)):
             assert allowed.match(r.inputs.get("description", "")), (r.name, r.inputs.get("description"))
+
+
+# ---------------------------------------------------------------- plain HTTP, ingress ranges (issue 15, part 4)
+
+SHIPPED = ("dev", "staging", "prod", "staging-eks")
+
+
+def without_domain(c):
+    for key in ("platform:domain", "platform:hosted_zone_id", "platform:certificate_arn"):
+        c.pop(key, None)
+    for system in c["platform:systems"].values():
+        system.pop("hostnames", None)
+
+
+def edge_overrides(**values):
+    return lambda c: c.setdefault("platform:overrides", {}).setdefault("edge", {}).update(values)
+
+
+def both(*mutations):
+    def mutate(c):
+        for m in mutations:
+            m(c)
+
+    return mutate
+
+
+def alb_ingress(cap):
+    alb_sg = cap.one(SG, "alb-sg").urn
+    return [r for r in cap.of_type(INGRESS) if alb_sg in r.property_dependencies["securityGroupId"]]
+
+
+@pytest.mark.parametrize("preset", ["staging", "prod"])
+def test_staging_and_prod_refuse_a_stack_without_a_domain(project, preset):
+    # GIVEN the staging or prod preset (the file is named test: the preset decides, not the stack's name)
+    # and no domain: every web service would be plain HTTP on the internet
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project(preset, without_domain))
+    (problem,) = err.value.problems
+    assert problem.file.endswith("Pulumi.test.yaml") and problem.key == "platform:domain"
+    assert "plain HTTP" in problem.message and "platform:overrides.edge.acknowledge_plain_http: true" in problem.message
+
+
+def test_the_refusal_comes_before_any_resource_with_one_message_and_exit_2(project, capsys):
+    code = plan_cli.main(["--stack", "test", "--project-dir", str(project("prod", without_domain))])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == "" and "Traceback" not in out.err
+    assert out.err.startswith("error: invalid configuration:\n  Pulumi.test.yaml: platform:domain: required in this environment")
+
+
+def test_plain_http_in_staging_when_the_stack_file_acknowledges_it(project):
+    cap = plan("test", project("staging", both(without_domain, edge_overrides(acknowledge_plain_http=True))))
+    assert all(8000 <= port < 9000 and ls["protocol"] == "HTTP" for port, ls in listeners(cap).items())
+    assert all(u.startswith("http://") for u in cap.outputs["urls"].values())
+
+
+def test_dev_serves_plain_http_without_acknowledging_it_and_a_preset_can_take_it_back(project):
+    assert load_platform("test", project("dev")).preset.edge.acknowledge_plain_http is True
+    # a dev stack that opts out of the preset's acknowledgement is held to a domain like staging
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("dev", edge_overrides(acknowledge_plain_http=False)))
+    assert err.value.problems[0].key == "platform:domain"
+
+
+@pytest.mark.parametrize("stack", SHIPPED)
+def test_the_shipped_stacks_need_no_acknowledgement(stack):
+    # staging, staging-eks and prod have a domain; dev's preset acknowledges plain HTTP
+    cfg = load_platform(stack, ROOT)
+    assert cfg.domain is not None if cfg.env != "dev" else cfg.domain is None and cfg.preset.edge.acknowledge_plain_http
+
+
+OFFICE, VPN = "198.51.100.0/24", "203.0.113.7/32"
+
+
+def test_dev_admits_only_its_office_and_vpn_on_every_plain_http_port(project):
+    # GIVEN dev (one HTTP port per web service) restricted to an office range and a VPN exit
+    cap = plan("test", project("dev", edge_overrides(ingress_cidrs=[OFFICE, "203.0.113.7"])))
+    rules = alb_ingress(cap)
+    ports = sorted(listeners(cap))
+    # THEN each listener port admits exactly the two ranges, and nothing admits the internet
+    assert sorted((r.inputs["fromPort"], r.inputs["cidrIpv4"]) for r in rules) == sorted((p, c) for p in ports for c in (OFFICE, VPN))
+    assert all(r.inputs["fromPort"] == r.inputs["toPort"] and r.inputs["ipProtocol"] == "tcp" for r in rules)
+    assert not [r for r in cap.of_type(INGRESS) if r.inputs.get("cidrIpv4") == "0.0.0.0/0" or r.inputs.get("cidrIpv6") == "::/0"]
+
+
+def test_with_a_domain_the_ranges_apply_to_443_and_80(project):
+    cap = plan("test", project("staging", edge_overrides(ingress_cidrs=[OFFICE])))
+    assert sorted((r.inputs["fromPort"], r.inputs["cidrIpv4"]) for r in alb_ingress(cap)) == [(80, OFFICE), (443, OFFICE)]
+
+
+def test_by_default_the_internet_reaches_the_open_ports_under_unchanged_names(plans):
+    for stack, cap in plans.items():
+        rules = alb_ingress(cap)
+        assert rules and all(r.inputs["cidrIpv4"] == "0.0.0.0/0" and r.name.endswith("-in") for r in rules), stack
+        assert not any("cidrIpv6" in r.inputs for r in rules)  # the load balancer is IPv4 only
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "words"),
+    [
+        (["198.51.100.7/24"], "has host bits set: the range it names is '198.51.100.0/24'"),
+        (["office"], "'office' is not an IPv4 range in CIDR notation"),
+        (["2001:db8::/32"], "IPv4 addresses only"),
+        (["::/0"], "IPv4 addresses only"),
+        (["0.0.0.0/0", OFFICE], "admits the whole internet, so the other ranges restrict nothing"),
+        (["0.0.0.0/1"], "the internet in all but name"),
+        ([OFFICE, OFFICE], "is listed twice"),
+        (["198.51.0.0/16", OFFICE], "'198.51.100.0/24' lies inside '198.51.0.0/16'"),
+        ([], "an empty list admits nobody"),
+    ],
+)
+def test_ingress_ranges_that_are_wrong_or_meaningless_are_refused(project, cidrs, words):
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("dev", edge_overrides(ingress_cidrs=cidrs)))
+    (problem,) = err.value.problems
+    assert problem.file.endswith("Pulumi.test.yaml") and problem.key == "platform:overrides.edge.ingress_cidrs"
+    assert words in problem.message
+
+
+def test_more_ingress_rules_than_a_security_group_takes_are_refused(project):
+    # GIVEN dev's six plain-HTTP ports and eleven ranges: 66 inbound rules, over the 60 a group takes
+    cidrs = [f"198.51.{i}.0/24" for i in range(11)]
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("dev", edge_overrides(ingress_cidrs=cidrs)))
+    (problem,) = err.value.problems
+    assert problem.key == "platform:overrides.edge.ingress_cidrs" and "66 inbound rules" in problem.message
+    # with a domain the same ranges open two ports: 22 rules
+    assert load_platform("test", project("staging", edge_overrides(ingress_cidrs=cidrs))).preset.edge.ingress_cidrs == cidrs
+
+
+def test_ingress_ranges_are_refused_where_this_program_does_not_make_the_load_balancer(project):
+    def eks(c):
+        c["platform:preset"] = "staging"
+        edge_overrides(ingress_cidrs=[OFFICE])(c)
+
+    with pytest.raises(ConfigError) as err:
+        load_platform("test", project("staging-eks", eks))
+    (problem,) = err.value.problems
+    assert problem.key == "platform:overrides.edge.ingress_cidrs" and "compute: kubernetes" in problem.message
+
+
+# ---------------------------------------------------------------- WAF logging (FSBP WAF.11)
+
+WAF_LOGGING = "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+LOG_POLICY = "aws:cloudwatch/logResourcePolicy:LogResourcePolicy"
+
+
+@pytest.mark.parametrize(("stack", "days"), [("dev", 7), ("staging", 30), ("prod", 365)])
+def test_waf_logs_every_request_to_an_encrypted_aws_waf_logs_group(plans, stack, days):
+    cap = plans[stack]
+    group = cap.one(LOG_GROUP, "alb-waf-logs")
+    logging = cap.one(WAF_LOGGING)
+    # the name WAF requires, the environment key, the preset's retention
+    assert group.inputs["name"] == f"aws-waf-logs-platform-{stack}"
+    assert cap.one("aws:kms/key:Key", "key-key").urn in group.property_dependencies["kmsKeyId"]
+    assert group.inputs["retentionInDays"] == days
+    # the web ACL's logging goes to that group, with no filter: every inspected request is logged
+    assert cap.one("aws:wafv2/webAcl:WebAcl").urn in logging.property_dependencies["resourceArn"]
+    assert logging.property_dependencies["logDestinationConfigs"] == [group.urn]
+    assert len(logging.inputs["logDestinationConfigs"]) == 1 and "loggingFilter" not in logging.inputs
+
+
+def test_waf_logs_redact_credentials_and_sessions(plans):
+    for cap in plans.values():
+        redacted = cap.one(WAF_LOGGING).inputs["redactedFields"]
+        # one field per entry, header names in lower case (as WAF requires)
+        assert redacted == [{"singleHeader": {"name": "authorization"}}, {"singleHeader": {"name": "cookie"}}]
+
+
+def test_waf_log_delivery_is_granted_on_the_group_itself_before_logging_starts(prod):
+    group = prod.one(LOG_GROUP, "alb-waf-logs")
+    policy = prod.one(LOG_POLICY, "alb-waf-logs-delivery")
+    # scoped to the group (resource_arn, no policy_name): not one of the ten account-level policies a region allows
+    assert "policyName" not in policy.inputs and policy.property_dependencies["resourceArn"] == [group.urn]
+    (statement,) = json.loads(policy.inputs["policyDocument"])["Statement"]
+    arn = policy.inputs["resourceArn"]
+    assert statement["Principal"] == {"Service": ["delivery.logs.amazonaws.com"]} and statement["Effect"] == "Allow"
+    assert statement["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"] and statement["Resource"] == [f"{arn}:log-stream:*"]
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ["123456789012"]},
+        "ArnLike": {"aws:SourceArn": ["arn:aws:logs:us-east-1:123456789012:*"]},
+    }
+    assert policy.urn in prod.one(WAF_LOGGING).dependencies  # WAF finds the permission when logging is turned on
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda i: i.update(logDestinationConfigs=["arn:aws:logs:us-east-1:123456789012:log-group:/platform/prod/waf"]), "named aws-waf-logs-"),
+        (lambda i: i["redactedFields"][0]["singleHeader"].update(name="Authorization"), "a header name in lower case"),
+        (lambda i: i["redactedFields"][1].update(uriPath={}), "FieldToMatch takes exactly one"),
+    ],
+)
+def test_the_logging_request_is_what_waf_accepts(prod, change, expected):
+    # GIVEN the WAF API's model and its documented rules (tools/awsshapes.py): the real request passes
+    logging = prod.one(WAF_LOGGING)
+    rewrite = awsshapes.arn_rewriter(prod)
+    assert awsshapes.problems(prod, logging, rewrite) == []
+    assert awsshapes.problems(prod, prod.one(LOG_POLICY), rewrite) == []
+    # WHEN the destination or a redacted field is one WAF refuses, THEN the check says so
+    inputs = copy.deepcopy(logging.inputs)
+    change(inputs)
+    assert any(expected in p for p in awsshapes.problems(prod, logging, rewrite, inputs))
+
+
+def test_the_environment_key_lets_cloudwatch_logs_encrypt_the_waf_log_group(prod):
+    # the group's ARN (as AWS forms it) falls under the key policy's condition for CloudWatch Logs
+    group_arn = f"arn:aws:logs:us-east-1:123456789012:log-group:{prod.one(LOG_GROUP, 'alb-waf-logs').inputs['name']}"
+    policy = json.loads(prod.one("aws:kms/key:Key", "key-key").inputs["policy"])
+    logs = [s for s in policy["Statement"] if s.get("Principal") == {"Service": "logs.us-east-1.amazonaws.com"}]
+    assert any(
+        "kms:GenerateDataKey*" in s["Action"] and fnmatch.fnmatchcase(group_arn, s["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]) for s in logs
+    )
+
+
+# ---------------------------------------------------------------- the stricter /admin rule
+
+DARWIN = "app.darwin.example.com"
+
+
+def strict_scope(cap) -> dict:
+    rules = {r["name"]: r for r in cap.one("aws:wafv2/webAcl:WebAcl").inputs["rules"]}
+    return rules["strict-darwin-app-admin"]["statement"]["rateBasedStatement"]["scopeDownStatement"]
+
+
+@pytest.mark.parametrize("path", ["/admin", "/Admin", "/ADMIN/users", "/%61dmin", "/%41DMIN/x", "/adm%69n", "/AdMiN/"])
+def test_the_strict_admin_limit_counts_case_and_encoding_variants(prod, path):
+    # GIVEN darwin's /admin, WHEN a client writes it in another case or percent-encodes letters, THEN the
+    # stricter rate limit still counts the request
+    assert statement_matches(strict_scope(prod), DARWIN, path)
+
+
+@pytest.mark.parametrize(("host", "path"), [(DARWIN, "/api/health"), (DARWIN, "/"), ("api.twinkle.example.com", "/admin")])
+def test_the_strict_admin_limit_stays_on_its_host_and_path(prod, host, path):
+    assert not statement_matches(strict_scope(prod), host, path)
+
+
+def test_the_path_is_decoded_before_it_is_lower_cased(plans):
+    for cap in plans.values():
+        by_path = _path_match(strict_scope(cap))
+        assert [t["type"] for t in sorted(by_path["textTransformations"], key=lambda t: t["priority"])] == ["URL_DECODE", "LOWERCASE"]
+        assert len({t["priority"] for t in by_path["textTransformations"]}) == 2  # WAF: priorities must differ
+        assert by_path["searchString"] == by_path["searchString"].lower()
+
+
+def _path_match(scope: dict) -> dict:
+    statements = scope["andStatement"]["statements"] if "andStatement" in scope else [scope]
+    (match,) = [s["byteMatchStatement"] for s in statements if "uriPath" in s["byteMatchStatement"]["fieldToMatch"]]
+    return match
