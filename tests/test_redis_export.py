@@ -4,8 +4,10 @@ models, through Stubber) and what the prod plan declares for it."""
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import re
+import shutil
 
 import botocore.session
 import pytest
@@ -15,7 +17,8 @@ from botocore.stub import Stubber
 from components import redis_export
 from components.lambdas import redis_export as fn
 from stacks.config import load_platform
-from tests.conftest import ROOT
+from stacks.errors import ConfigError
+from tests.conftest import ROOT, load_stack_yaml, plan
 from tools.harness import ACCOUNT
 
 NOW = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
@@ -359,6 +362,9 @@ def test_the_role_allows_every_call_the_function_makes():
     c.run()
     calls = {f"elasticache:{op}" for op, _ in c.sent} | {"s3:ListBucket", "cloudwatch:PutMetricData"}  # ListObjectsV2 is s3:ListBucket
     assert {op for op, _ in c.sent} == {"DescribeSnapshots", "DeleteSnapshot", "CopySnapshot", "DescribeReplicationGroups", "CreateSnapshot"}
+    # CopySnapshot to a bucket also needs these on the caller (ElastiCache API permissions reference), and
+    # Lambda's active tracing these (Lambda developer guide, X-Ray execution role permissions)
+    calls |= {"s3:GetBucketLocation", "s3:ListAllMyBuckets", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     # THEN the role's policy allows each of them
     policy = redis_export.function_policy("us-east-1", "123456789012", "arn:aws:s3:::b", "arn:aws:logs:us-east-1:123456789012:log-group:l", "arn:k", [GROUP])
     granted = {a for s in policy["Statement"] if s["Effect"] == "Allow" for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
@@ -406,33 +412,32 @@ def test_copies_land_in_the_dr_region(prod):
     assert rule["status"] == "Enabled" and rule["deleteMarkerReplication"]["status"] == "Disabled"
     assert replication.property_dependencies["rules"] == [dr.urn]
     # S3 refuses replication until both buckets are versioned
-    versioning = {r.urn for r in in_export(prod, "aws:s3/bucketVersioning:BucketVersioning")}
-    assert len(versioning) == 2 and versioning <= set(prod.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig").dependencies)
+    versioning = {prod.one("aws:s3/bucketVersioning:BucketVersioning", f"{b}-versioning").urn for b in ("redis-export-export", "redis-export-dr")}
+    assert versioning <= set(prod.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig").dependencies)
 
 
 def test_buckets_private_tls_only_and_expiring(prod):
     for name, region in (("redis-export-export", "us-east-1"), ("redis-export-dr", "us-west-2")):
         block = prod.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{name}-private").inputs
         assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
-        policy = json.loads(prod.one("aws:s3/bucketPolicy:BucketPolicy", f"{name}-policy").inputs["policy"])
-        deny, allow = policy["Statement"]
-        assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        assert allow["Principal"] == {"Service": f"{region}.elasticache-snapshot.amazonaws.com"}
-        acl = prod.one("aws:s3/bucketAcl:BucketAcl", f"{name}-acl").inputs["accessControlPolicy"]
-        granted = {g["permission"] for g in acl["grants"] if g["grantee"]["id"] == redis_export.ELASTICACHE_CANONICAL_ID}
-        assert granted == {"READ", "WRITE", "READ_ACP"}
+        policy = bucket_statements(prod, name)
+        assert policy["TlsOnly"]["Effect"] == "Deny" and policy["TlsOnly"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        service = next(s for sid, s in policy.items() if sid.startswith("ElastiCache"))
+        assert service["Effect"] == "Allow" and service["Principal"] == {"Service": f"{region}.elasticache-snapshot.amazonaws.com"}
         life = prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", f"{name}-lifecycle").inputs["rules"][0]
         assert life["expiration"]["days"] == 7 and life["noncurrentVersionExpiration"]["noncurrentDays"] == 1
 
 
 def test_function_role_reaches_only_our_snapshots_and_bucket(prod):
-    role_policy = next(r for r in in_export(prod, "aws:iam/rolePolicy:RolePolicy") if r.name == "redis-export-function")
-    statements = {s["Sid"]: s for s in json.loads(role_policy.inputs["policy"])["Statement"]}
+    statements = function_statements(prod)
     wildcard = {sid for sid, s in statements.items() if s["Resource"] == "*"}
-    assert wildcard == {"List", "ExportCaller", "Metrics"}
+    # none of these has a resource type to scope to (Service Authorization Reference)
+    assert wildcard == {"ExportCaller", "Metrics", "Tracing"}
+    # the listing reads snapshots only (resource type snapshot*), of this account and region (checkov CKV_AWS_355)
     assert statements["List"]["Action"] == "elasticache:DescribeSnapshots"
-    assert set(statements["ExportCaller"]["Action"]) == {"s3:GetBucketLocation", "s3:ListAllMyBuckets"}
-    assert statements["ExportAndDelete"]["Resource"].endswith(":snapshot:dr-*")
+    assert statements["List"]["Resource"] == "arn:aws:elasticache:us-east-1:123456789012:snapshot:*"
+    assert statements["ExportCaller"]["Action"] == "s3:ListAllMyBuckets"
+    assert set(statements["Tracing"]["Action"]) == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     ours = {r.inputs["replicationGroupId"] for r in prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup")}
     groups = {r.rsplit(":", 1)[-1] for r in statements["Snapshot"]["Resource"] if ":replicationgroup:" in r}
     assert groups == ours
@@ -442,10 +447,35 @@ def test_function_role_reaches_only_our_snapshots_and_bucket(prod):
     assert statements["Describe"]["Action"] == "elasticache:DescribeReplicationGroups"
     assert {r.rsplit(":", 1)[-1] for r in statements["Describe"]["Resource"]} == ours
     assert all(":replicationgroup:" in r for r in statements["Describe"]["Resource"])
-    assert statements["SnapshotKey"]["Condition"] == {"StringEquals": {"kms:ViaService": "elasticache.us-east-1.amazonaws.com"}}
     # custom metrics in the export's namespace only (PutMetricData has no resource type)
     assert statements["Metrics"]["Action"] == "cloudwatch:PutMetricData"
     assert statements["Metrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Platform/RedisExport"}}
+
+
+def test_function_role_names_each_groups_snapshots_and_only_its_bucket(prod):
+    """Issue 15 part 3: the policy keeps what the calls need, scoped to the bucket and to snapshot:dr-<group>-*."""
+    statements = function_statements(prod)
+    ours = sorted(r.inputs["replicationGroupId"] for r in prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup"))
+    snapshots = [f"arn:aws:elasticache:us-east-1:{ACCOUNT}:snapshot:dr-{g}-*" for g in ours]
+    assert sorted(statements["ExportAndDelete"]["Resource"]) == snapshots
+    assert sorted(r for r in statements["Snapshot"]["Resource"] if ":snapshot:" in r) == snapshots
+    # S3: its own listing and the export's bucket check, on the export bucket only; no object read or write
+    bucket_arn = bucket_statements(prod, "redis-export-export")["TlsOnly"]["Resource"][0]
+    assert statements["ExportBucket"] == {"Sid": "ExportBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": bucket_arn}
+    s3_actions = {a for s in statements.values() for a in actions(s) if a.startswith("s3:")}
+    assert s3_actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:ListAllMyBuckets"}
+
+
+def test_function_uses_the_key_only_through_elasticache_and_grants_only_to_aws_resources(prod):
+    statements = function_statements(prod)
+    through_elasticache = {"kms:ViaService": ["elasticache.us-east-1.amazonaws.com", "dax.us-east-1.amazonaws.com"]}
+    assert statements["SnapshotKey"]["Condition"] == {"StringEquals": through_elasticache}
+    assert "kms:CreateGrant" not in actions(statements["SnapshotKey"])
+    grant = statements["SnapshotKeyGrant"]
+    assert actions(grant) == ["kms:CreateGrant"]
+    assert grant["Condition"] == {"StringEquals": through_elasticache, "Bool": {"kms:GrantIsForAWSResource": "true"}}
+    # no other statement lets it make a grant
+    assert [sid for sid, s in statements.items() if any(a.startswith("kms:CreateGrant") or a in ("kms:*", "*") for a in actions(s))] == ["SnapshotKeyGrant"]
 
 
 def export_alarms(prod) -> dict[str, dict]:
@@ -512,3 +542,257 @@ def test_runs_are_kept_apart_by_timing_instead(prod):
     # and Lambda accepts the event age (PutFunctionEventInvokeConfig's model: 60 s to 6 h)
     limits = botocore.session.get_session().get_service_model("lambda").operation_model("PutFunctionEventInvokeConfig").input_shape.members
     assert limits["MaximumEventAgeInSeconds"].metadata["min"] <= age <= limits["MaximumEventAgeInSeconds"].metadata["max"]
+
+
+# --- issue 15: who may read the exports, trust, logs, keys and tracing --------------------------------
+
+POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+ROLE = "aws:iam/role:Role"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
+KEY = "aws:kms/key:Key"
+EXPORT_BUCKETS = (("redis-export-export", "us-east-1"), ("redis-export-dr", "us-west-2"))
+RESTORE_ROLES = [
+    "arn:aws:iam::123456789012:role/platform-redis-restore",
+    "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Ops_0123",
+]
+ADMIN = "arn:aws:iam::123456789012:role/platform-admin"
+ELASTICACHE_ACCOUNT = "999988887777"  # AWS's account behind ElastiCache's canonical user (not ours)
+
+
+def actions(statement: dict) -> list[str]:
+    return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+
+
+def statements_of(resource, field: str = "policy") -> dict[str, dict]:
+    return {s.get("Sid", ""): s for s in json.loads(resource.inputs[field])["Statement"]}
+
+
+def bucket_statements(cap, bucket: str) -> dict[str, dict]:
+    return statements_of(cap.one(POLICY, f"{bucket}-policy"))
+
+
+def function_statements(cap) -> dict[str, dict]:
+    return statements_of(next(r for r in in_export(cap, "aws:iam/rolePolicy:RolePolicy") if r.name == "redis-export-function"))
+
+
+def _condition_holds(operator: str, key: str, wanted, context: dict[str, str]) -> bool:
+    """One condition of a statement, as IAM evaluates it ("IAM JSON policy elements: Condition operators"):
+    a key the request lacks matches no positive operator, every negated one, and any ...IfExists."""
+    base = operator.removesuffix("IfExists")
+    values = wanted if isinstance(wanted, list) else [wanted]
+    if key not in context:
+        return operator.endswith("IfExists") or base in ("StringNotEquals", "ArnNotEquals", "ArnNotLike")
+    value = context[key]
+    arn_match = any(fnmatch.fnmatchcase(value, v) for v in values)  # ArnEquals and ArnLike both take wildcards
+    outcomes = {
+        "StringEquals": value in values,
+        "StringNotEquals": value not in values,
+        "ArnEquals": arn_match,
+        "ArnLike": arn_match,
+        "ArnNotEquals": not arn_match,
+        "ArnNotLike": not arn_match,
+        "Bool": value.lower() in [v.lower() for v in values],
+    }
+    return outcomes[base]
+
+
+def denies(policy: dict[str, dict], action: str, resource: str, context: dict[str, str]) -> list[str]:
+    """The Sids of the Deny statements of a bucket policy that refuse ``action`` on ``resource`` to the request."""
+    return [
+        sid
+        for sid, s in policy.items()
+        if s["Effect"] == "Deny"
+        and s["Principal"] in ("*", {"AWS": "*"})
+        and any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions(s))
+        and any(fnmatch.fnmatchcase(resource, r) for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
+        and all(_condition_holds(op, key, wanted, context) for op, keys in s.get("Condition", {}).items() for key, wanted in keys.items())
+    ]
+
+
+def principal(arn: str, account: str = ACCOUNT) -> dict[str, str]:
+    """The request context of a call signed by a role of ``account`` (assumed-role sessions carry the role's ARN)."""
+    return {"aws:PrincipalArn": arn, "aws:PrincipalAccount": account, "aws:PrincipalIsAWSService": "false", "aws:SecureTransport": "true"}
+
+
+@pytest.fixture(scope="module")
+def with_restore_roles(tmp_path_factory):
+    """The prod stack file with two restore roles named in ``security.redis_restore_role_arns``."""
+    project_dir = tmp_path_factory.mktemp("restore-roles")
+    data = load_stack_yaml("prod")
+    data["config"]["platform:preset"] = "prod"
+    overrides = data["config"].setdefault("platform:overrides", {})
+    overrides.setdefault("security", {})["redis_restore_role_arns"] = RESTORE_ROLES
+    (project_dir / "Pulumi.test.yaml").write_text(json.dumps(data))  # JSON is YAML
+    shutil.copy(ROOT / "Pulumi.yaml", project_dir / "Pulumi.yaml")
+    return plan("test", project_dir)
+
+
+def test_exports_are_readable_only_by_replication_and_the_restore_roles(with_restore_roles):
+    """Issue 15 part 3: an ``.rdb`` is a full copy of a cache. Both buckets refuse every object read to the
+    account's principals but S3 replication's role and the named restore roles, an administrator with
+    s3:* included; ElastiCache still exports and restores."""
+    cap = with_restore_roles
+    replication_role = cap.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig").inputs["role"]
+    function_role = cap.one(FUNCTION).inputs["role"]
+    for bucket, region in EXPORT_BUCKETS:
+        policy = bucket_statements(cap, bucket)
+        obj = policy["TlsOnly"]["Resource"][1].replace("*", "dr-offerhub-prod-202611221000-0001.rdb")
+        for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes"):
+            # WHEN an administrator of the account, or the export function, reads an export THEN the bucket refuses
+            assert denies(policy, action, obj, principal(ADMIN)) == ["OnlyNamedRolesReadExports"], (bucket, action)
+            assert denies(policy, action, obj, principal(function_role)) == ["OnlyNamedRolesReadExports"], (bucket, action)
+            # the restore roles (which a CreateReplicationGroup with snapshot_arns needs) and replication may
+            for reader in (*RESTORE_ROLES, replication_role):
+                assert denies(policy, action, obj, principal(reader)) == [], (bucket, action, reader)
+        assert denies(policy, "s3:GetObjectVersionForReplication", obj, principal(replication_role)) == []
+        # ElastiCache as a service principal (opt-in regions), whatever account the request context names,
+        # and as its own AWS account (the canonical user's ACL grant, regions enabled by default)
+        service = {"aws:PrincipalServiceName": f"{region}.elasticache-snapshot.amazonaws.com", "aws:PrincipalIsAWSService": "true"}
+        assert denies(policy, "s3:GetObject", obj, {**service, "aws:PrincipalAccount": ACCOUNT}) == []
+        assert denies(policy, "s3:GetObject", obj, service) == []
+        assert denies(policy, "s3:GetObject", obj, principal(f"arn:aws:iam::{ELASTICACHE_ACCOUNT}:root", ELASTICACHE_ACCOUNT)) == []
+        # writes are not this statement's business: ElastiCache and replication still write
+        assert denies(policy, "s3:PutObject", obj, principal(ADMIN)) == []
+        # a Deny with conditions on the principal, not NotPrincipal
+        assert all("NotPrincipal" not in s for s in policy.values())
+
+
+def test_without_restore_roles_only_replication_may_read(prod):
+    replication_role = prod.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig").inputs["role"]
+    for bucket, _ in EXPORT_BUCKETS:
+        deny = bucket_statements(prod, bucket)["OnlyNamedRolesReadExports"]
+        assert deny["Condition"]["ArnNotEquals"] == {"aws:PrincipalArn": [replication_role]}
+        assert deny["Condition"]["StringEquals"] == {"aws:PrincipalAccount": ACCOUNT}
+    # the policies wait for the role they name
+    role = prod.one(ROLE, "redis-export-replication")
+    assert role.urn in prod.one(POLICY, "redis-export-dr-policy").dependencies
+
+
+def test_restore_roles_must_be_role_arns(tmp_path):
+    def stack_with(arns) -> None:
+        data = load_stack_yaml("prod")
+        data["config"]["platform:preset"] = "prod"
+        data["config"].setdefault("platform:overrides", {}).setdefault("security", {})["redis_restore_role_arns"] = arns
+        (tmp_path / "Pulumi.test.yaml").write_text(json.dumps(data))
+        shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+
+    stack_with(RESTORE_ROLES)
+    assert load_platform("test", tmp_path).preset.security.redis_restore_role_arns == RESTORE_ROLES
+    for bad in (["arn:aws:iam::123456789012:user/alice"], ["*"], [RESTORE_ROLES[0], RESTORE_ROLES[0]]):
+        stack_with(bad)
+        with pytest.raises(ConfigError, match="redis_restore_role_arns"):
+            load_platform("test", tmp_path)
+
+
+def test_the_dr_bucket_lets_elasticache_read_not_write(prod):
+    """Issue 15 part 3: ElastiCache writes exports into the export bucket; from the DR bucket it only reads,
+    to seed a group (its seeding guide: s3:GetObject, s3:ListBucket, s3:GetBucketAcl)."""
+    service_acl = {}
+    for bucket, _ in EXPORT_BUCKETS:
+        acl = prod.one("aws:s3/bucketAcl:BucketAcl", f"{bucket}-acl").inputs["accessControlPolicy"]
+        service_acl[bucket] = {g["permission"] for g in acl["grants"] if g["grantee"]["id"] == redis_export.ELASTICACHE_CANONICAL_ID}
+    assert service_acl == {"redis-export-export": {"READ", "WRITE", "READ_ACP"}, "redis-export-dr": {"READ", "READ_ACP"}}
+    export = bucket_statements(prod, "redis-export-export")["ElastiCacheExports"]
+    assert "s3:PutObject" in export["Action"]
+    dr = bucket_statements(prod, "redis-export-dr")["ElastiCacheRestores"]
+    assert sorted(dr["Action"]) == ["s3:GetBucketAcl", "s3:GetObject", "s3:ListBucket"]
+    assert dr["Principal"] == {"Service": "us-west-2.elasticache-snapshot.amazonaws.com"}
+
+
+def test_each_export_bucket_logs_its_access_to_a_log_bucket_of_its_region(prod):
+    """Issue 15 part 6 (checkov CKV_AWS_18): S3 server access logs of both buckets. S3 delivers only to a
+    bucket of the source's region and account, so each region has its log bucket; only S3's log delivery
+    writes there, for that one source (S3 user guide, "Enabling Amazon S3 server access logging")."""
+    retention = load_platform("prod", ROOT).preset.logs.retention_days
+    for bucket, region in EXPORT_BUCKETS:
+        source = prod.one(BUCKET_TYPE, bucket)
+        logs = prod.one(BUCKET_TYPE, f"{bucket}-access-logs")
+        logging = prod.one("aws:s3/bucketLogging:BucketLogging", f"{bucket}-logging")
+        assert logging.property_dependencies["bucket"] == [source.urn] and logging.property_dependencies["targetBucket"] == [logs.urn]
+        assert logging.inputs["region"] == logs.inputs["region"] == source.inputs["region"] == region
+        assert logging.inputs["targetPrefix"] == f"{bucket}/"
+        # delivery is allowed before logging is turned on
+        assert prod.one(POLICY, f"{bucket}-access-logs-policy").urn in logging.dependencies
+        source_arn = bucket_statements(prod, bucket)["TlsOnly"]["Resource"][0]
+        policy = bucket_statements(prod, f"{bucket}-access-logs")
+        logs_arn = policy["TlsOnly"]["Resource"][0]
+        assert policy["S3ServerAccessLogs"] == {
+            "Sid": "S3ServerAccessLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": f"{logs_arn}/{bucket}/*",
+            "Condition": {"ArnLike": {"aws:SourceArn": source_arn}, "StringEquals": {"aws:SourceAccount": ACCOUNT}},
+        }
+        # the log bucket: private, SSE-S3 (the only default encryption a log target may have), no ACLs,
+        # versioned, expiring with the preset's log retention, and not logged itself
+        name = f"{bucket}-access-logs"
+        block = prod.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", f"{name}-private").inputs
+        assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+        sse = prod.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", f"{name}-encryption").inputs
+        assert sse["rules"][0]["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "AES256"}
+        assert prod.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls", f"{name}-owner").inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+        assert prod.one("aws:s3/bucketVersioning:BucketVersioning", f"{name}-versioning").inputs["versioningConfiguration"] == {"status": "Enabled"}
+        life = prod.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", f"{name}-lifecycle").inputs["rules"][0]
+        assert life["expiration"]["days"] == retention and life["status"] == "Enabled"
+    logged = {prod.by_urn(r.property_dependencies["bucket"][0]).name for r in in_export(prod, "aws:s3/bucketLogging:BucketLogging")}
+    assert logged == {"redis-export-export", "redis-export-dr"}
+
+
+def test_function_environment_is_under_the_environment_key_and_traced(prod):
+    """Issue 15 part 6 (checkov CKV_AWS_173, CKV_AWS_50)."""
+    key = prod.one(KEY, "key-key")
+    function = prod.one(FUNCTION)
+    assert function.property_dependencies["kmsKeyArn"] == [key.urn]
+    assert function.inputs["tracingConfig"] == {"mode": "Active"}
+    # X-Ray's two write actions, which have no resource type (Lambda developer guide)
+    assert function_statements(prod)["Tracing"] == {
+        "Sid": "Tracing",
+        "Effect": "Allow",
+        "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+        "Resource": "*",
+    }
+
+
+def test_schedule_payload_is_under_the_environment_key(prod):
+    """Issue 15 part 6 (checkov CKV_AWS_297): the scheduler decrypts the payload as the execution role, with
+    the schedule's ARN as encryption context (EventBridge Scheduler, "Encryption at rest")."""
+    key = prod.one(KEY, "key-key")
+    schedule = prod.one(SCHEDULE)
+    assert schedule.property_dependencies["kmsKeyArn"] == [key.urn]
+    assert schedule.inputs["groupName"] == "default"
+    role = prod.one(ROLE, "redis-export-scheduler")
+    policy = statements_of(next(r for r in in_export(prod, "aws:iam/rolePolicy:RolePolicy") if r.name == "redis-export-scheduler"))
+    decrypt = policy["DecryptPayload"]
+    assert decrypt["Action"] == "kms:Decrypt"
+    schedule_arn = f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/default/{schedule.inputs['name']}"
+    assert decrypt["Condition"] == {"StringEquals": {"kms:EncryptionContext:aws:scheduler:schedule:arn": schedule_arn}}
+    assert role.urn in set(schedule.property_dependencies["target"])
+
+
+def test_scheduler_role_trusts_only_our_schedule_group(prod):
+    """Issue 15 part 5: EventBridge Scheduler's "Confused deputy prevention" sets aws:SourceAccount and
+    aws:SourceArn, the schedule group's ARN (never a schedule's), when it assumes the execution role."""
+    schedule = prod.one(SCHEDULE).inputs
+    trust = json.loads(prod.one(ROLE, "redis-export-scheduler").inputs["assumeRolePolicy"])["Statement"]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "scheduler.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": ACCOUNT},
+                "ArnLike": {"aws:SourceArn": f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule-group/{schedule['groupName']}"},
+            },
+        }
+    ]
+
+
+def test_replication_and_function_roles_trust_their_service_without_undocumented_keys(prod):
+    """Issue 15 part 5, the other two service roles: neither S3's live-replication guide nor Lambda's
+    execution-role guide documents aws:SourceAccount/aws:SourceArn on the AssumeRole (Lambda's reserves
+    aws:SourceArn for policies where the function is the resource). A key the service does not send makes
+    the condition false and the role unusable: replication would stop, the export would never run."""
+    for role, service in (("redis-export-replication", "s3.amazonaws.com"), ("redis-export-function", "lambda.amazonaws.com")):
+        trust = json.loads(prod.one(ROLE, role).inputs["assumeRolePolicy"])["Statement"]
+        assert trust == [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}], role
