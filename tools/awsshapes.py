@@ -149,6 +149,10 @@ class Request:
     """Inputs redacted in the capture whose stand-in comes from their generator (:func:`secret_stand_in`)."""
     identity: Callable[[dict, str], dict] = lambda params, arn: {}
     """Parameters that name the resource in the other calls, from the create request and its ARN."""
+    envelope: str | None = None
+    """API member the mapped request sits in (WAFv2 PutLoggingConfiguration's ``LoggingConfiguration``)."""
+    finish: Callable[[dict], dict] | None = None
+    """Regroups the mapped members where the API nests them (CreateBudget's ``Budget`` and ``BudgetLimit``)."""
 
 
 @dataclass
@@ -207,6 +211,10 @@ def requests(cap: harness.Capture, resource: harness.Resource, rewrite: Callable
     out.params = _convert_struct(inputs, spec.struct, "", out)
     if spec.autoname and "name" not in inputs:
         out.params[spec.autoname] = autoname(resource)
+    if spec.envelope:
+        out.params = {spec.envelope: out.params}
+    if spec.finish:
+        out.params = spec.finish(out.params)
     arn = rewrite(mock_arn(resource))
     for call in out.calls.values():
         call.update(spec.identity(out.params, arn))
@@ -387,6 +395,20 @@ DOCUMENTED: dict[str, Callable[[Any], str | None]] = {
     "CreateWebACL.Rules[].Statement.RateBasedStatement.EvaluationWindowSec": one_of(60, 120, 300, 600),
     # Lambda API reference, CreateFunction
     "CreateFunction.Timeout": between(1, 900),
+    # WAF developer guide, "Logging web ACL traffic": a destination's name starts with aws-waf-logs-;
+    # WAF API reference, LoggingConfiguration.RedactedFields: SingleHeader names in lower case
+    "PutLoggingConfiguration.LoggingConfiguration.LogDestinationConfigs[]": matches(
+        r"arn:aws[a-z-]*:(logs:[a-z0-9-]+:\d{12}:log-group:|s3:::|firehose:[a-z0-9-]+:\d{12}:deliverystream/)aws-waf-logs-[\w.#/-]+",
+        "a log group, bucket or Firehose stream named aws-waf-logs-...",
+    ),
+    "PutLoggingConfiguration.LoggingConfiguration.RedactedFields[].SingleHeader.Name": matches(r"[a-z0-9!#$%&'*+.^_`|~-]+", "a header name in lower case"),
+    # AWS Cost Management user guide, "Available budget filters" (Tag) and the Budgets API reference,
+    # Budget.CostFilters: a cost allocation tag is <user|aws>:<key>$<value>; an SNS subscriber's address
+    # is the topic's ARN (Subscriber.Address), an email subscriber's an address
+    "CreateBudget.Budget.CostFilters.TagKeyValue[]": matches(r"(user|aws):[^$]+\$.*", "a cost allocation tag as user:<key>$<value>"),
+    "CreateBudget.NotificationsWithSubscribers[].Subscribers[].Address": matches(
+        r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}|[^@\s]+@[^@\s]+\.[^@\s]+", "an SNS topic ARN or an email address"
+    ),
 }  # fmt: skip
 
 # WAFv2 structures of which a request sets exactly one member (the API reference says so; the model does not mark them).
@@ -507,6 +529,7 @@ RDS_INSTANCE: Struct = {
     # used when the instance is destroyed
     "skipFinalSnapshot": Call("DeleteDBInstance", lambda v: {"SkipFinalSnapshot": v}),
     "finalSnapshotIdentifier": Call("DeleteDBInstance", lambda v: {"FinalDBSnapshotIdentifier": v}),
+    "deleteAutomatedBackups": Call("DeleteDBInstance", lambda v: {"DeleteAutomatedBackups": v}),
 }
 
 REPLICATION_GROUP: Struct = {
@@ -534,6 +557,8 @@ REPLICATION_GROUP: Struct = {
     # how a changed token or setting is applied
     "authTokenUpdateStrategy": Call("ModifyReplicationGroup", lambda v: {"AuthTokenUpdateStrategy": v}),
     "applyImmediately": Call("ModifyReplicationGroup", lambda v: {"ApplyImmediately": v}),
+    # sent only when the group is deleted
+    "finalSnapshotIdentifier": Call("DeleteReplicationGroup", lambda v: {"FinalSnapshotIdentifier": v}),
 }
 
 TARGET_GROUP: Struct = {
@@ -744,6 +769,8 @@ LAMBDA_FUNCTION: Struct = {
     "timeout": "Timeout",
     "architectures": "Architectures",
     "environment": To("Environment", {"variables": "Variables"}),
+    "kmsKeyArn": "KMSKeyArn",
+    "tracingConfig": To("TracingConfig", {"mode": "Mode"}),
     "loggingConfig": To(
         "LoggingConfig", {"logFormat": "LogFormat", "logGroup": "LogGroup", "applicationLogLevel": "ApplicationLogLevel", "systemLogLevel": "SystemLogLevel"}
     ),
@@ -752,6 +779,54 @@ LAMBDA_FUNCTION: Struct = {
     "tags": To("Tags", dict),
     "reservedConcurrentExecutions": Call("PutFunctionConcurrency", lambda v: {"ReservedConcurrentExecutions": v}),
 }
+
+# Terraform's redacted_fields { single_header { name } } is the API's FieldToMatch (one member each).
+WAF_LOGGING: Struct = {
+    "resourceArn": "ResourceArn",
+    "logDestinationConfigs": "LogDestinationConfigs",
+    "redactedFields": To("RedactedFields", {"singleHeader": To("SingleHeader", {"name": "Name"}), "uriPath": To("UriPath", {}), "method": To("Method", {}),
+                                            "queryString": To("QueryString", {})}),
+}  # fmt: skip
+LOG_RESOURCE_POLICY: Struct = {"policyName": "policyName", "policyDocument": "policyDocument", "resourceArn": "resourceArn"}
+
+
+def _budget_request(params: dict) -> dict:
+    """CreateBudget nests the budget's members under ``Budget`` (the limit under ``BudgetLimit``); the
+    account, the notifications and the tags sit beside it. (The provider sends each notification with
+    its own CreateNotification after CreateBudget; the members and their shapes are the same as in
+    CreateBudget's ``NotificationsWithSubscribers``, checked here.)"""
+    beside = {k: params.pop(k) for k in ("AccountId", "NotificationsWithSubscribers", "ResourceTags") if k in params}
+    limit = {k: params.pop(f"BudgetLimit.{k}") for k in ("Amount", "Unit") if f"BudgetLimit.{k}" in params}
+    if limit:
+        params["BudgetLimit"] = limit
+    return {**beside, "Budget": params}
+
+
+def _with_subscribers(notification: dict) -> dict:
+    sns, email = notification.pop("sns", []), notification.pop("email", [])
+    subscribers = [{"SubscriptionType": "SNS", "Address": a} for a in sns] + [{"SubscriptionType": "EMAIL", "Address": a} for a in email]
+    return {"Notification": notification, "Subscribers": subscribers}
+
+
+COST_TYPES = ("Credit", "Discount", "OtherSubscription", "Recurring", "Refund", "Subscription", "Support", "Tax", "Upfront")
+BUDGET: Struct = {
+    "accountId": "AccountId",
+    "name": "BudgetName",
+    "budgetType": "BudgetType",
+    "timeUnit": "TimeUnit",
+    "limitAmount": "BudgetLimit.Amount",
+    "limitUnit": "BudgetLimit.Unit",
+    # Terraform's cost_filter { name values } blocks are the API's map of filter name to values
+    "costFilters": To("CostFilters", lambda filters: {f["name"]: f["values"] for f in filters}),
+    "costTypes": To("CostTypes", {f"include{k}": f"Include{k}" for k in COST_TYPES} | {"useAmortized": "UseAmortized", "useBlended": "UseBlended"}),
+    "notifications": To(
+        "NotificationsWithSubscribers",
+        {"notificationType": "NotificationType", "comparisonOperator": "ComparisonOperator", "threshold": "Threshold", "thresholdType": "ThresholdType",
+         "subscriberSnsTopicArns": "sns", "subscriberEmailAddresses": "email"},
+        then=_with_subscribers,
+    ),
+    "tags": To("ResourceTags", lambda tags: [{"Key": k, "Value": v} for k, v in tags.items()]),
+}  # fmt: skip
 
 REQUESTS: dict[str, Request] = {
     "aws:rds/instance:Instance": Request(
@@ -770,6 +845,11 @@ REQUESTS: dict[str, Request] = {
     "aws:cloudwatch/metricAlarm:MetricAlarm": Request("cloudwatch", "PutMetricAlarm", METRIC_ALARM, autoname="AlarmName"),
     "aws:wafv2/webAcl:WebAcl": Request("wafv2", "CreateWebACL", WEB_ACL, autoname="Name"),
     "aws:lambda/function:Function": Request("lambda", "CreateFunction", LAMBDA_FUNCTION, identity=lambda p, arn: {"FunctionName": p.get("FunctionName")}),
+    "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration": Request(
+        "wafv2", "PutLoggingConfiguration", WAF_LOGGING, envelope="LoggingConfiguration"
+    ),
+    "aws:cloudwatch/logResourcePolicy:LogResourcePolicy": Request("logs", "PutResourcePolicy", LOG_RESOURCE_POLICY),
+    "aws:budgets/budget:Budget": Request("budgets", "CreateBudget", BUDGET, finish=_budget_request),
 }
 
 
