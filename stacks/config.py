@@ -210,7 +210,7 @@ class SystemDeployment(Strict):
     per line: ``NAME``, or ``NAME.<service>`` for a per-service one. The program never reads them; it
     only knows they are set, so the services that read them may start. Default: none."""
     rotate: dict[str, Annotated[int, Field(ge=0)]] = {}
-    """Rotation key per generated or derived secret (DATABASE_URL rotates the database password,
+    """Rotation key per generated or derived secret (DATABASE_URL rotates all database passwords: owner, app role and DDL role;
     REDIS_URL the AUTH token). Bump a number and ``pulumi up``: new value, services roll. For REDIS_URL
     that is step 1 of 2: the old token stays valid until ``revoke``."""
     paused: dict[Name, Annotated[int, Field(ge=0)]] = {}

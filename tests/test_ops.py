@@ -631,7 +631,9 @@ def test_db_forwards_through_a_running_task_and_prints_how_to_connect_never_the_
     assert argv[argv.index("--document-name") + 1] == "AWS-StartPortForwardingSessionToRemoteHost"
     text = io_.text
     assert f"aws secretsmanager get-secret-value --region {REGION} --secret-id dev/starkdca/DATABASE_URL --query SecretString --output text" in text
-    assert f"host={aws.db_host} hostaddr=127.0.0.1 port=15432 dbname=starkdca user=app sslmode=verify-full" in text
+    # the user is DATABASE_URL's (the app role), not the master user: the password is that role's
+    assert f"host={aws.db_host} hostaddr=127.0.0.1 port=15432 dbname=starkdca sslmode=verify-full" in text
+    assert "user=app" not in text and "PGUSER=" in text
     assert SECRET_VALUE not in text and ("secretsmanager", "GetSecretValue") not in CALLS
 
 

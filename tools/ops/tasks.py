@@ -276,17 +276,18 @@ def connect_help(stack: Stack, instance: Mapping[str, Any], secret: str, local_p
     """How to connect through the tunnel. The password stays in Secrets Manager: the commands fetch it."""
     host = instance["Endpoint"]["Address"]
     fetch = f"aws secretsmanager get-secret-value --region {stack.region} --secret-id {shlex.quote(secret)} --query SecretString --output text"
-    conninfo = (
-        f"host={host} hostaddr=127.0.0.1 port={local_port} dbname={instance.get('DBName', 'postgres')} "
-        f"user={instance.get('MasterUsername', '?')} sslmode=verify-full sslrootcert=rds-global-bundle.pem"
-    )
+    # the user comes from the URL too: DATABASE_URL carries the app role (<db>_app), not the master user
+    database = instance.get("DBName", "postgres")
+    conninfo = f"host={host} hostaddr=127.0.0.1 port={local_port} dbname={database} sslmode=verify-full sslrootcert=rds-global-bundle.pem"
     return [
         "# the RDS CAs, once (psql checks the server's certificate and name through the tunnel):",
         f"curl -fsSo rds-global-bundle.pem {RDS_CA_URL}",
-        "# DATABASE_URL, password included (this tool never reads it):",
-        fetch,
-        "# psql with the password from it:",
-        f"PGPASSWORD=\"$({fetch} | sed -E 's#^[^:]+://[^:]*:([^@]*)@.*#\\1#')\" psql {shlex.quote(conninfo)}",
+        "# DATABASE_URL, the app role's, password included (this tool never reads it):",
+        f'url="$({fetch})"',
+        "# psql as that role, with the user and password from it:",
+        'PGUSER="$(printf %s "$url" | sed -E \'s#^[^:]+://([^:]*):.*#\\1#\')" '
+        'PGPASSWORD="$(printf %s "$url" | sed -E \'s#^[^:]+://[^:]*:([^@]*)@.*#\\1#\')" '
+        f"psql {shlex.quote(conninfo)}",
     ]
 
 
@@ -338,7 +339,7 @@ def db(stack: Stack, system: str, io: Io, local_port: int = 15432, start_task: b
         arn = task["taskArn"] if task else f"arn:aws:ecs:{stack.region}:<account>:task/{stack.cluster}/<task id>"
         request = port_forward_request(stack.cluster, arn, runtime, host, port, local_port, f"{STARTED_BY} db {system}")
         argv = start_session_cli(stack.region, request)
-        io.out(f"Postgres of {system}: {host}:{port}, database {instance.get('DBName')}, user {instance.get('MasterUsername')}")
+        io.out(f"Postgres of {system}: {host}:{port}, database {instance.get('DBName')}, as the role in DATABASE_URL ({instance.get('DBName')}_app)")
         io.out(f"forwarding localhost:{local_port} through task {task_id(arn)} of {via.path}; while it runs, in another shell:\n")
         io.out("\n".join(f"  {text}" for text in connect_help(stack, instance, secret, local_port)) + "\n")
         io.err("$ " + shlex.join(argv))
