@@ -413,6 +413,18 @@ class Postgres(pulumi.ComponentResource):
                 managed_policy_arns=["arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"],
                 opts=child,
             )
+        final_snapshot = None
+        if s.final_snapshot:
+            # DB snapshot identifiers are unique per account and region: a second delete that names an existing
+            # one fails (DeleteDBInstance: DBSnapshotAlreadyExists). Each incarnation of the instance gets its own
+            # suffix, renewed with what replaces it (the identifier, the key, the database name).
+            suffix = random.RandomId(
+                f"{name}-final-id",
+                byte_length=4,
+                keepers={"identifier": args.identifier, "kms": args.kms_key_arn, "database": args.database},
+                opts=child,
+            )
+            final_snapshot = pulumi.Output.concat(args.identifier, "-final-", suffix.hex)
         self.instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=args.identifier,
@@ -441,7 +453,7 @@ class Postgres(pulumi.ComponentResource):
             copy_tags_to_snapshot=True,
             deletion_protection=s.deletion_protection,
             skip_final_snapshot=not s.final_snapshot,
-            final_snapshot_identifier=f"{args.identifier}-final" if s.final_snapshot else None,
+            final_snapshot_identifier=final_snapshot,
             # where a deletion must leave a way back (final snapshot on), the automated backups stay too:
             # point-in-time restore for their retention period (the provider's default deletes them)
             delete_automated_backups=not s.final_snapshot,

@@ -111,6 +111,20 @@ class Redis(pulumi.ComponentResource):
         )
         token = random.RandomPassword(f"{name}-auth", length=64, special=False, keepers={"rotation": str(args.rotation)}, opts=child)
         replicated = s.nodes > 1
+        final_snapshot = None
+        if s.final_snapshot:
+            # Snapshot names are unique per account and region: a second delete that names an existing
+            # snapshot fails (DeleteReplicationGroup: SnapshotAlreadyExistsFault) and leaves the group
+            # up. Each incarnation of the group gets its own suffix, renewed with what replaces the
+            # group (terraform-provider-aws replication_group.go: ForceNew on the id, kms_key_id,
+            # subnet_group_name, port, at_rest_encryption_enabled).
+            suffix = random.RandomId(
+                f"{name}-final-id",
+                byte_length=4,
+                keepers={"group": args.replication_group_id, "kms": args.kms_key_arn, "subnets": args.replication_group_id, "port": str(PORT)},
+                opts=child,
+            )
+            final_snapshot = pulumi.Output.concat(args.replication_group_id, "-final-", suffix.hex)
         self.group = aws.elasticache.ReplicationGroup(
             f"{name}-group",
             replication_group_id=args.replication_group_id,
@@ -136,7 +150,7 @@ class Redis(pulumi.ComponentResource):
             # automatic ones go with the group (ElastiCache DeleteReplicationGroup FinalSnapshotIdentifier).
             # The provider only keeps it in state and sends it on delete (terraform-provider-aws
             # replication_group.go: no ForceNew, not read back), so it never causes a diff of its own.
-            final_snapshot_identifier=f"{args.replication_group_id}-final" if s.final_snapshot else None,
+            final_snapshot_identifier=final_snapshot,
             snapshot_window="03:30-04:30",
             maintenance_window="sun:05:00-sun:06:00",
             apply_immediately=False,

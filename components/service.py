@@ -39,9 +39,11 @@ Decisions, each visible in the captured plan:
   Amazon Domain Name Services (DNS), Amazon DHCP, Amazon EC2 instance metadata, Amazon ECS task metadata
   endpoints, ... Amazon Time Sync Service"). The load balancer reaches a web task on its port through the
   ingress rule from the ALB's group; tasks call each other only through the load balancer (HTTPS).
-- **Trust.** Both roles trust ``ecs-tasks.amazonaws.com`` only for this account's ECS
+- **Trust.** The task role trusts ``ecs-tasks.amazonaws.com`` only for this account's ECS
   (``aws:SourceAccount`` and ``aws:SourceArn`` ``arn:aws:ecs:<region>:<account>:*``, the confused-deputy
-  guard of the ECS developer guide, "Amazon ECS task IAM role").
+  guard of the ECS developer guide, "Amazon ECS task IAM role"). The execution role keeps the plain
+  trust: the guide documents those keys for the task role only, and a key ECS does not send when it
+  assumes the execution role would stop every task from starting.
 - **Hardening.** Non-root user (default 1000:1000), read-only root filesystem with a scratch volume
   per writable path (unless ECS Exec is on, whose agent needs to write), all Linux capabilities
   dropped, init process (signals reach node, zombies are reaped), stop timeout = the app's shutdown
@@ -371,7 +373,12 @@ class Service(pulumi.ComponentResource):
         d = args.deployed
         source_arn = pulumi.Output.concat("arn:aws:ecs:", args.region, ":", args.account_id, ":*")
         trust = service_trust("ecs-tasks.amazonaws.com", source_account=args.account_id, source_arn=source_arn)
-        execution = aws.iam.Role(f"{name}-execution", description=f"ECS pulls, logs and reads secrets for {d.key}", assume_role_policy=trust, opts=child)
+        execution = aws.iam.Role(
+            f"{name}-execution",
+            description=f"ECS pulls, logs and reads secrets for {d.key}",
+            assume_role_policy=service_trust("ecs-tasks.amazonaws.com"),  # see the module doc, "Trust"
+            opts=child,
+        )
         readable = [args.secret_arns[n] for n in sorted(args.secret_arns)]
         if args.deployed.spec.otel_sidecar and args.telemetry.auth_secret_arn is not None:
             readable.append(args.telemetry.auth_secret_arn)  # the collector's credential for the external endpoint

@@ -41,7 +41,8 @@ def test_rds_controls(prod):
         assert i["backupRetentionPeriod"] >= 7  # RDS.11
         assert i["autoMinorVersionUpgrade"] is True  # RDS.13
         assert i["copyTagsToSnapshot"] is True  # RDS.17
-        assert i["skipFinalSnapshot"] is False and i["finalSnapshotIdentifier"].endswith("-final")
+        # one name per incarnation: a second delete naming an existing snapshot fails (DBSnapshotAlreadyExists)
+        assert i["skipFinalSnapshot"] is False and re.fullmatch(rf"{i['identifier']}-final-[0-9a-f]{{8}}", i["finalSnapshotIdentifier"])
         assert i["storageType"] == "gp3" and i["engineVersion"] in {"16", "17"}
         assert i["performanceInsightsEnabled"] is True and i["monitoringInterval"] == 60
         assert db.options["customTimeouts"]["create"] == "90m"

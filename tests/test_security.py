@@ -6,6 +6,7 @@ with a single setting changed."""
 from __future__ import annotations
 
 import json
+import re
 
 from tests.conftest import plan
 
@@ -72,7 +73,9 @@ def test_caches_take_a_final_snapshot_outside_dev(plans):
         groups = plans[stack].of_type(GROUP)
         assert groups, stack
         for group in groups:
-            assert group.inputs["finalSnapshotIdentifier"] == f"{group.inputs['replicationGroupId']}-final", group.name
+            # one name per incarnation of the group: a second delete naming an existing snapshot fails
+            # (SnapshotAlreadyExistsFault) and leaves the group up
+            assert re.fullmatch(rf"{group.inputs['replicationGroupId']}-final-[0-9a-f]{{8}}", group.inputs["finalSnapshotIdentifier"]), group.name
             assert group.options["protect"], group.name
     assert all("finalSnapshotIdentifier" not in g.inputs for g in plans["dev"].of_type(GROUP))
 
@@ -121,3 +124,13 @@ def test_ecs_exec_sessions_are_logged_to_an_encrypted_group(plans):
     assert group.urn in cluster.property_dependencies["configuration"]
     # no ECS Exec in prod, so nothing to log there
     assert "configuration" not in plans["prod"].one(CLUSTER).inputs
+
+
+def test_a_replaced_cache_gets_a_new_final_snapshot_name(project):
+    """What replaces the group (here its key, as a new environment key would) renews the suffix, so the
+    old group's final snapshot and the new one's cannot collide."""
+    prod = plan("test", project("prod"))
+    suffixes = {r.name: r for r in prod.of_type("random:index/randomId:RandomId") if r.name.endswith("-cache-final-id")}
+    assert suffixes and all(set(r.inputs["keepers"]) == {"group", "kms", "subnets", "port"} for r in suffixes.values())
+    group = next(iter(prod.of_type(GROUP)))
+    assert any(r.urn in group.property_dependencies["finalSnapshotIdentifier"] for r in suffixes.values())

@@ -167,6 +167,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             },
             # A new value whenever the inputs change (a bumped rotation keeper), as the provider would.
             "random:index/randomPassword:RandomPassword": lambda: {"result": "offline0password0" + _digest(args)[:8]},
+            "random:index/randomId:RandomId": lambda: {"hex": _digest(args)[:8], "dec": str(int(_digest(args)[:8], 16))},
             "random:index/randomBytes:RandomBytes": lambda: {
                 "base64": base64.b64encode(b"offline" + _digest(args)[:8].encode()).decode(),
                 "hex": "6f66666c696e65" + _digest(args)[:8],
