@@ -168,3 +168,29 @@ def test_workflows_use_the_environments_these_roles_trust():
 
 def test_docs_directory_is_where_the_readme_points():
     assert Path(IAM).is_dir()
+
+
+# The IAM service prefix of each pulumi-aws module the plans use (the cloudwatch module holds CloudWatch
+# Logs too; lb is Elastic Load Balancing; vpc's rules are EC2's). A new module fails the test below until
+# it is named here.
+IAM_PREFIX = {
+    "acm": "acm", "appautoscaling": "application-autoscaling", "budgets": "budgets", "ec2": "ec2", "ecr": "ecr", "ecs": "ecs",
+    "elasticache": "elasticache", "iam": "iam", "kms": "kms", "lambda": "lambda", "lb": "elasticloadbalancing", "rds": "rds",
+    "route53": "route53", "s3": "s3", "scheduler": "scheduler", "secretsmanager": "secretsmanager", "sns": "sns", "vpc": "ec2", "wafv2": "wafv2",
+}  # fmt: skip
+CLOUDWATCH_PREFIX = {"logGroup": "logs", "logResourcePolicy": "logs", "logMetricFilter": "logs", "metricAlarm": "cloudwatch", "dashboard": "cloudwatch"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_each_deploy_role_may_call_every_service_its_stack_uses(plans, stack):
+    """A service the plan uses that the deploy role cannot call fails the first real `pulumi up` with
+    AccessDenied (the budget, for one, is a global service outside the region-scoped statement)."""
+    statements = load(f"github-deploy-{stack}-permissions.json")["Statement"]
+    allowed = {a.split(":")[0] for s in statements if s["Effect"] == "Allow" for a in _actions(s)}
+    needed = set()
+    for resource in plans[stack].resources:
+        if not resource.custom or not resource.type.startswith("aws:"):
+            continue
+        module, kind = resource.type.split(":")[1].split("/")
+        needed.add(CLOUDWATCH_PREFIX[kind] if module == "cloudwatch" else IAM_PREFIX[module])
+    assert needed - allowed == set()
