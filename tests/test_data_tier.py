@@ -600,3 +600,14 @@ def test_bootstrap_against_a_real_postgres(tmp_path):
     psql("twinkle_app", "apppw", "INSERT INTO later DEFAULT VALUES")
     env.pop("DB_APP_VERIFIER")
     assert subprocess.run(list(BOOTSTRAP_COMMAND), env=env, capture_output=True).returncode == 3  # fails closed, nothing committed
+
+
+def test_darwins_timers_are_never_evicted(prod):
+    """darwin's guide: REDIS_TIMER_TTL=3600, so timer keys carry a TTL and volatile-lru could evict a live
+    timer; the cache refuses writes when full instead (noeviction), and its memory alarm is the lower one."""
+    from stacks.presets import ObservabilityPreset
+
+    params = prod.one("aws:elasticache/parameterGroup:ParameterGroup", "darwin-cache-params").inputs["parameters"]
+    assert {p["name"]: p["value"] for p in params}["maxmemory-policy"] == "noeviction"
+    alarms = [r for r in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if r.name.startswith("darwin-cache-") and r.name.endswith("-memory")]
+    assert alarms and {a.inputs["threshold"] for a in alarms} == {ObservabilityPreset().cache_memory_noeviction_percent}
