@@ -426,7 +426,9 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
                 EcsService(s.deployed.key, s.service_name, s.deployed.spec.kind is ServiceKind.singleton, paused=s.deployed.paused)
                 for s in data.services.values()
             ],
-            database=Database(f"{system.name}-{cfg.env}", preset.postgres.instance_class, preset.postgres.allocated_storage_gb) if data.postgres else None,
+            database=Database(f"{system.name}-{cfg.env}", preset.postgres.instance_class, cfg.postgres_settings(system.name).allocated_storage_gb)
+            if data.postgres
+            else None,
             cache=Cache(f"{system.name}-{cfg.env}", preset.redis.nodes, system.redis.maxmemory_policy == "noeviction") if data.redis and system.redis else None,
         ),
     )
@@ -456,8 +458,8 @@ def _data_tier(
                 vpc_id=network.vpc_id,
                 subnet_ids=network.isolated_subnet_ids,
                 kms_key_arn=key.arn,
-                settings=cfg.preset.postgres,
-                max_storage_gb=max(cfg.preset.postgres.max_allocated_storage_gb, system.postgres.storage_gb or 0),
+                settings=cfg.postgres_settings(system.name),
+                max_storage_gb=cfg.postgres_settings(system.name).max_allocated_storage_gb,
                 rotation=deployed.rotate.get("DATABASE_URL", 0),
                 log_retention_days=cfg.preset.logs.retention_days,
                 dr=dr,

@@ -410,7 +410,9 @@ class PostgresNeeds(Strict):
     database: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     """Database name created in the instance."""
     storage_gb: int | None = Field(default=None, ge=20, le=65536)
-    """Storage-autoscaling ceiling the app asks for (darwin: 100 GB). Default: the preset's."""
+    """Storage the app's guide asks for (darwin: "100GB minimum"). In a production preset it is allocated
+    from the start, with room to autoscale to twice that; elsewhere it is the autoscaling ceiling only,
+    so dev and staging pay for what they use. Default: the preset's."""
 
 
 class RedisNeeds(Strict):

@@ -34,7 +34,7 @@ from . import edge, subnets
 from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog, plain_env_problem, url_with_credentials
 from .engine import EngineConfig, from_files
 from .errors import ConfigError, Problem, closest, did_you_mean, from_validation_error
-from .presets import PRESETS, Preset, RedisPreset, deep_merge
+from .presets import PRESETS, PostgresPreset, Preset, RedisPreset, deep_merge
 from .regions import AWS_REGIONS, region_problem
 from .yamlio import Secure
 
@@ -459,6 +459,20 @@ class PlatformConfig:
 
     def services(self) -> list[DeployedService]:
         return [svc for system in self.systems.values() for svc in system.services.values()]
+
+    def postgres_settings(self, system: str) -> PostgresPreset:
+        """The preset's Postgres settings for one system. A guide's storage minimum (catalog
+        ``postgres.storage_gb``, darwin's "100GB minimum") is allocated in a production preset (one with
+        ``require_digests``), with an autoscaling ceiling of twice that; elsewhere it only raises the
+        ceiling."""
+        spec = self.systems[system].system.postgres
+        pg = self.preset.postgres
+        want = spec.storage_gb if spec else None
+        if not want:
+            return pg
+        if self.preset.compute.require_digests and want > pg.allocated_storage_gb:
+            return pg.model_copy(update={"allocated_storage_gb": want, "max_allocated_storage_gb": max(pg.max_allocated_storage_gb, 2 * want)})
+        return pg.model_copy(update={"max_allocated_storage_gb": max(pg.max_allocated_storage_gb, want)})
 
     def redis_settings(self, system: str) -> RedisPreset:
         """The preset's Redis settings for one system, its node type sized to the catalog's

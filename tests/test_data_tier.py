@@ -611,3 +611,17 @@ def test_darwins_timers_are_never_evicted(prod):
     assert {p["name"]: p["value"] for p in params}["maxmemory-policy"] == "noeviction"
     alarms = [r for r in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") if r.name.startswith("darwin-cache-") and r.name.endswith("-memory")]
     assert alarms and {a.inputs["threshold"] for a in alarms} == {ObservabilityPreset().cache_memory_noeviction_percent}
+
+
+def test_darwins_100_gb_is_allocated_in_prod_and_a_ceiling_elsewhere(plans):
+    """darwin's guide: "Storage: 100GB minimum". Production allocates it (autoscaling to twice that);
+    dev and staging keep the preset's allocation with 100 GB as the ceiling, paying for what they use."""
+    db = {stack: plans[stack].one("aws:rds/instance:Instance", "darwin-db-instance").inputs for stack in ("dev", "staging", "prod")}
+    assert (db["prod"]["allocatedStorage"], db["prod"]["maxAllocatedStorage"]) == (100, 200)
+    for stack in ("dev", "staging"):
+        assert (db[stack]["allocatedStorage"], db[stack]["maxAllocatedStorage"]) == (20, 100), stack
+    # the storage alarm measures free space against what is allocated
+    from stacks.presets import ObservabilityPreset
+
+    alarm = plans["prod"].one("aws:cloudwatch/metricAlarm:MetricAlarm", "darwin-db-storage")
+    assert alarm.inputs["threshold"] == 100 * 1024**3 * ObservabilityPreset().db_free_storage_percent / 100
