@@ -169,13 +169,11 @@ def ddl_role(database: str) -> str:
 
 
 def runtime_ddl_services(system: System) -> tuple[str, ...]:
-    """Services that create their own schema and tables when they start, so need DDL rights at run time.
-
-    Derived from the catalog: a Ponder indexer reads ``DATABASE_URL`` and its chain RPC from
-    ``PONDER_RPC_URL_<chain id>`` (Ponder's own naming, ``ponder.config.ts``); Ponder creates its schema,
-    tables, indexes and reorg triggers itself and has no separate migration step.
-    """
-    return tuple(name for name, svc in system.services.items() if "DATABASE_URL" in svc.secrets and any(s.startswith("PONDER_RPC_URL_") for s in svc.secrets))
+    """Services that create their own schema and tables when they start, so need DDL rights at run time:
+    the catalog's ``postgres.runtime_ddl`` (twinkle's indexer: Ponder creates its schema, tables, indexes
+    and reorg triggers itself and has no separate migration step). Named, not guessed: twinkle's
+    facilitator reads the same Ponder RPC secret and DATABASE_URL but only reads and writes rows."""
+    return tuple(system.postgres.runtime_ddl) if system.postgres else ()
 
 
 def bootstrap_service(system: System, deployed: Sequence[str] | None = None) -> str | None:

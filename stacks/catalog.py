@@ -409,6 +409,10 @@ class PostgresNeeds(Strict):
     ``postgres.engine_major`` is refused."""
     database: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     """Database name created in the instance."""
+    runtime_ddl: list[Name] = []
+    """Services that create their own schema and tables when they start (twinkle's Ponder indexer), so
+    connect as the runtime-DDL role ``<database>_ddl`` instead of the DML-only app role. Each must read
+    ``DATABASE_URL``. Default: none."""
     storage_gb: int | None = Field(default=None, ge=20, le=65536)
     """Storage the app's guide asks for (darwin: "100GB minimum"). In a production preset it is allocated
     from the start, with room to autoscale to twice that; elsewhere it is the autoscaling ceiling only,
@@ -460,6 +464,9 @@ class System(Strict):
         """Cross-references pydantic cannot see: (key path, message) for each broken one."""
         problems: list[tuple[str, str]] = []
         declared = ", ".join(sorted(self.secrets)) or "none"
+        for i, sname in enumerate(self.postgres.runtime_ddl if self.postgres else []):
+            if sname not in self.services or "DATABASE_URL" not in self.services[sname].secrets:
+                problems.append((f"postgres.runtime_ddl[{i}]", f"'{sname}' is not a service of this system that reads DATABASE_URL"))
         for sname, svc in self.services.items():
             for i, secret in enumerate(svc.secrets):
                 if secret not in self.secrets:

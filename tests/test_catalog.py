@@ -106,3 +106,16 @@ def test_every_system_has_sentry_and_every_secret_reaches_a_service():
         assert "SENTRY_DSN" in system.secrets, system.name
         for name in system.secrets:
             assert any(name in s.secrets for s in system.services.values()), (system.name, name)
+
+
+def test_runtime_ddl_names_a_service_that_reads_the_database():
+    """postgres.runtime_ddl gives a service the DDL role; a name that is no service of the system, or one
+    without DATABASE_URL, is refused by key (twinkle's facilitator reads the Ponder RPC secret too, so the
+    role is named rather than guessed)."""
+    twinkle = load_catalog()["twinkle"]
+    assert twinkle.postgres.runtime_ddl == ["indexer"] and twinkle.reference_problems() == []
+    no_db = twinkle.services["facilitator"].model_copy(update={"secrets": [s for s in twinkle.services["facilitator"].secrets if s != "DATABASE_URL"]})
+    services = {**twinkle.services, "facilitator": no_db}
+    for wrong in ("indexr", "facilitator"):
+        bad = twinkle.model_copy(update={"postgres": twinkle.postgres.model_copy(update={"runtime_ddl": [wrong]}), "services": services})
+        assert ("postgres.runtime_ddl[0]", f"'{wrong}' is not a service of this system that reads DATABASE_URL") in bad.reference_problems()

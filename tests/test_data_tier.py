@@ -625,3 +625,13 @@ def test_darwins_100_gb_is_allocated_in_prod_and_a_ceiling_elsewhere(plans):
 
     alarm = plans["prod"].one("aws:cloudwatch/metricAlarm:MetricAlarm", "darwin-db-storage")
     assert alarm.inputs["threshold"] == 100 * 1024**3 * ObservabilityPreset().db_free_storage_percent / 100
+
+
+def test_twinkles_facilitator_reaches_the_database(prod):
+    """twinkle's guide: its architecture diagram connects the facilitator (:3001) to "PostgreSQL + Redis"
+    as it does the api. The task gets DATABASE_URL (the app role) and the database admits its group."""
+    task = prod.one("aws:ecs/taskDefinition:TaskDefinition", "twinkle-facilitator-task")
+    app = next(c for c in json.loads(task.inputs["containerDefinitions"]) if c["essential"])
+    assert "DATABASE_URL" in {s["name"] for s in app["secrets"]}
+    ingress = prod.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "twinkle-facilitator-to-db")
+    assert ingress.inputs["fromPort"] == 5432

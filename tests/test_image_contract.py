@@ -135,7 +135,7 @@ def test_every_container_that_reads_the_database_url_trusts_the_rds_cas(prod):
                 seen += 1
             else:
                 assert "NODE_EXTRA_CA_CERTS" not in env_of(c), (task.name, c["name"])
-    assert seen == 12  # the 9 services that read it, and the 3 migrate containers
+    assert seen == 13  # the 10 services that read it, and the 3 migrate containers
 
 
 def test_the_database_bootstrap_needs_nothing_from_the_app_images(prod):

@@ -348,7 +348,7 @@ def test_a_system_without_migration_bootstraps_its_roles_before_its_database_use
         assert [c["name"] for c in job.inputs["spec"]["template"]["spec"]["containers"]] == [postgres.BOOTSTRAP_CONTAINER]
         for name in users:
             assert job.urn in deployment(eks, f"{system}-staging", name).dependencies, name
-    assert jobs["twinkle-staging"].urn not in deployment(eks, "twinkle-staging", "facilitator").dependencies  # no database
+    assert jobs["twinkle-staging"].urn in deployment(eks, "twinkle-staging", "facilitator").dependencies  # it reads DATABASE_URL too
     # the migration's Job gates the other users of the database too
     assert jobs["starkdca-staging"].urn in deployment(eks, "starkdca-staging", "worker").dependencies
 

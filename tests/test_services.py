@@ -326,7 +326,8 @@ def test_task_egress_is_https_the_stores_and_written_reasons(prod):
         stores = {int(r["fromPort"]) for r in found if r.get("referencedSecurityGroupId")}
         assert stores <= {5432, 6379} and all(r.get("cidrIpv4") is None for r in found if int(r["fromPort"]) in (5432, 6379)), key
     assert {int(r["fromPort"]) for r in rules["offerhub-api"] if r.get("referencedSecurityGroupId")} == {5432, 6379}
-    assert {int(r["fromPort"]) for r in rules["twinkle-facilitator"] if r.get("referencedSecurityGroupId")} == {6379}
+    # the guide's diagram connects the facilitator to "PostgreSQL + Redis"
+    assert {int(r["fromPort"]) for r in rules["twinkle-facilitator"] if r.get("referencedSecurityGroupId")} == {5432, 6379}
     assert all(len(r["description"]) > 20 for rs in rules.values() for r in rs if r.get("cidrIpv4"))  # each says why
 
 
@@ -453,7 +454,7 @@ def test_services_wait_for_their_migration_and_data_stores(prod):
     assert svc["aurum-api"].urn in svc["aurum-indexer"].dependencies
     db = {r.name.removesuffix("-db-instance"): r.urn for r in prod.of_type("aws:rds/instance:Instance")}
     assert db["offerhub"] in svc["offerhub-api"].dependencies
-    assert db["twinkle"] not in svc["twinkle-facilitator"].dependencies  # it never reads DATABASE_URL
+    assert db["twinkle"] in svc["twinkle-facilitator"].dependencies  # it reads DATABASE_URL (the guide's diagram)
     assert not any(s.urn in svc["darwin-app"].dependencies for k, s in svc.items() if not k.startswith("darwin"))
 
 
@@ -472,7 +473,10 @@ def test_data_stores_admit_exactly_the_services_that_use_them(prod):
     db_rules = sorted(n.removesuffix("-to-db") for n in by_name if n.endswith("-to-db"))
     cache_rules = sorted(n.removesuffix("-to-cache") for n in by_name if n.endswith("-to-cache"))
     assert db_rules == sorted(
-        ["twinkle-indexer", "twinkle-api", "twinkle-worker", "offerhub-api", "starkdca-api", "starkdca-worker", "aurum-api", "aurum-indexer", "darwin-app"]
+        [
+            *("twinkle-indexer", "twinkle-api", "twinkle-facilitator", "twinkle-worker", "offerhub-api"),
+            *("starkdca-api", "starkdca-worker", "aurum-api", "aurum-indexer", "darwin-app"),
+        ]
     )
     assert cache_rules == sorted(["twinkle-api", "twinkle-facilitator", "twinkle-worker", "offerhub-api", "starkdca-api", "starkdca-worker", "darwin-app"])
     rule = by_name["offerhub-api-to-db"].inputs
@@ -493,7 +497,7 @@ def test_rotating_the_database_password_rolls_every_database_user(project):
     before = tasks(plan("test", project("prod")))
     after = tasks(plan("test", project("prod", lambda c: c["platform:systems"]["twinkle"].update(rotate={"DATABASE_URL": 1}))))
     changed = sorted(k for k in before if before[k].inputs["containerDefinitions"] != after[k].inputs["containerDefinitions"])
-    assert changed == ["twinkle-api", "twinkle-indexer", "twinkle-worker"]
+    assert changed == ["twinkle-api", "twinkle-facilitator", "twinkle-indexer", "twinkle-worker"]
 
 
 def test_task_counts_by_kind():
