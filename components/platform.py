@@ -18,7 +18,7 @@ import pulumi_aws as aws
 from policy.local import enforce
 from stacks import engine
 from stacks.catalog import ServiceKind
-from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, hold_missing_images, load_platform
+from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, hold_missing_images, load_platform, placeholder_problems
 from stacks.errors import ConfigError
 
 from .alb import Alb, AlbArgs
@@ -526,3 +526,13 @@ def run_stack(project_dir: Path) -> Platform | None:
 
 
 __all__ = ["Platform", "build", "run_stack"]
+def offline() -> bool:
+    """True under Pulumi's mock runtime (the offline plan and the tests), where no cloud is touched."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import SETTINGS
+
+    return isinstance(SETTINGS.monitor, MockMonitor)
+
+
+    if not offline() and (todo := placeholder_problems(config)):
+        raise pulumi.RunError(str(ConfigError(todo)))  # the offline plan lists them; a real run stops here

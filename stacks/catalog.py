@@ -66,16 +66,35 @@ def url_with_credentials(value: str) -> bool:
     return _USERINFO.search(value) is not None
 
 
+# A key in a URL: a query parameter named like one, or a path segment that looks like a generated key (the
+# RPC providers' form: Alchemy https://<net>.g.alchemy.com/v2/<key>, Infura https://<net>.infura.io/v3/<key>,
+# QuickNode https://<name>.quiknode.pro/<key>/, Slack https://hooks.slack.com/services/T../B../<token>).
+_KEY_PARAM = re.compile(r"[?&](api[-_]?key|key|token|access[-_]?token|secret|auth)=[^&#\s]+", re.IGNORECASE)
+_KEY_SEGMENT = re.compile(r"^(?!0x)(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}$")
+
+
+def url_with_key(value: str) -> bool:
+    """An http(s) or ws(s) URL that carries what looks like an API key in its path or query."""
+    if not re.match(r"(https?|wss?)://", value, re.IGNORECASE):
+        return False
+    rest = value.split("://", 1)[1]
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    return bool(_KEY_PARAM.search(value)) or any(_KEY_SEGMENT.match(seg) for seg in path.split("/")[1:])
+
+
 def plain_env_problem(name: str, value: str) -> str | None:
     """Why ``name=value`` must not be a plain (non-secret) environment variable, or None.
 
     The same rules as the policy pack's ``no-secret-in-plain-env`` (``policy/rules.py``: SECRET_NAME,
     SECRET_VALUE), applied where the value is written instead of in CI, plus any URL with a user part
-    (``https://user:token@...``, ``postgres://app:pw@...``). The value is never repeated in the message."""
+    (``https://user:token@...``, ``postgres://app:pw@...``) or a key in its path or query (:func:`url_with_key`).
+    The value is never repeated in the message."""
     if SECRET_NAME.search(name):
         return f"'{name}' is named like a secret (the policy pack refuses it in plain env); make it a secret"
     if url_with_credentials(value):
         return "the value is a URL with credentials in it ('scheme://user:password@host'); make it a secret, or drop the user part"
+    if url_with_key(value):
+        return "the value is a URL with what looks like a key in its path or query (a keyed RPC endpoint); make it a secret"
     if SECRET_VALUE.search(value):
         return (
             "the value looks like a credential (a private key, an API or access key, or credentials in a URL; the policy pack refuses it "
@@ -128,6 +147,54 @@ class PerEnv(Strict):
 
 EnvValue = str | PerEnv
 """A plain string, or per-environment values: ``{dev: debug, staging: info, prod: warn}``."""
+
+
+PLACEHOLDER_PREFIX = "to-do:"
+"""A value that stands in for one nobody has given yet (``"to-do: MarketFactory address on Base"``). The
+offline plan accepts it and lists it under "Before you run up"; a real preview or up refuses it."""
+
+
+def is_placeholder(value: str) -> bool:
+    return value.strip().lower().startswith(PLACEHOLDER_PREFIX)
+
+
+class Setting(Strict):
+    """A non-secret setting the app reads at start and cannot guess (contract addresses, a chain id, an
+    origin). The stack file gives the value under ``platform:systems.<system>.env.<NAME>``; ``default``
+    (per environment where the guide varies it) fills it where the stack gives none. A setting that may
+    hold a key (a keyed RPC URL) is declared in ``secrets`` instead, never here."""
+
+    description: str = Field(min_length=1)
+    """What it is, in the guide's words (shown when a stack lacks it)."""
+    required: bool = True
+    """The app cannot start without it: a stack (for its environment) must give a value or the default
+    must cover that environment. Default: true."""
+    default: EnvValue | None = None
+    """Value where the stack gives none: a string, or per environment (``{dev: "84532"}``). Default: none."""
+    pattern: str | None = None
+    """Regular expression a value must match in full (an address, a number, a URL). Default: any text."""
+    services: list[Name] = []
+    """Services that receive it. Default: every service of the system."""
+    source: str = Field(min_length=1)
+    """Where the requirement comes from: the guide's section or line, or "our choice" and why."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a regular expression: {err}") from None
+        return value
+
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` is not acceptable for this setting, or None (placeholders are accepted here)."""
+        if is_placeholder(value):
+            return None
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return f"{value!r} is not a valid value: {self.description} (must match {self.pattern})"
+        return None
 
 
 class SecretSource(StrEnum):
@@ -447,12 +514,15 @@ class System(Strict):
     secrets: dict[str, SecretSpec] = {}
     env: dict[str, EnvValue] = {}
     """Non-secret environment shared by every service of the system."""
+    settings: dict[str, Setting] = {}
+    """Non-secret settings a stack must (or may) give: what the app cannot run without and the platform
+    cannot know (contract addresses, RPC endpoint, chain id, origins). Values: ``platform:systems.<system>.env``."""
     services: dict[Name, Service] = Field(min_length=1)
     migration: Migration | None = None
     not_deployed: list[NotDeployed] = []
     """Parts of the system that are not deployed, with why (for the docs)."""
 
-    @field_validator("secrets", "env")
+    @field_validator("secrets", "env", "settings")
     @classmethod
     def _var_names(cls, value: dict) -> dict:
         for name in value:
@@ -482,6 +552,7 @@ class System(Strict):
             problems += self._port_problems(sname, svc)
         for name in sorted(set(self.env) & set(self.secrets)):
             problems.append((f"env.{name}", "also declared in 'secrets'; a plain value would shadow the secret: remove it from 'env'"))
+        problems += self._setting_problems()
         problems += _plain_env_problems({n: v for n, v in self.env.items() if n not in self.secrets}, "env")
         for name, spec in self.secrets.items():
             if spec.derived_from and getattr(self, spec.derived_from) is None:
@@ -495,6 +566,26 @@ class System(Strict):
             if cycle:
                 problems.append((f"services.{cycle[0]}.start_after", f"start order has a cycle: {' -> '.join(cycle)}"))
         return problems
+
+    def _setting_problems(self) -> list[tuple[str, str]]:
+        out = []
+        for name, setting in self.settings.items():
+            key = f"settings.{name}"
+            other = [part for part, names in (("env", self.env), ("secrets", self.secrets)) if name in names]
+            other += [f"services.{s}.env" for s, svc in self.services.items() if name in svc.env]
+            if other:
+                out.append((key, f"also set in {', '.join(other)}; a setting's value comes from the stack file or its default: remove it there"))
+            for i, sname in enumerate(setting.services):
+                if sname not in self.services:
+                    out.append((f"{key}.services[{i}]", f"'{sname}' is not a service of this system ({', '.join(self.services)})"))
+            for where, text in env_values(setting.default) if setting.default is not None else []:
+                if problem := plain_env_problem(name, text) or setting.problem(text):
+                    out.append((f"{key}.default{where}", problem))
+        return out
+
+    def setting_receivers(self, name: str) -> list[str]:
+        """Services that receive setting ``name``."""
+        return list(self.settings[name].services) or list(self.services)
 
     def _port_problems(self, sname: str, svc: Service) -> list[tuple[str, str]]:
         """A PORT that contradicts the service's port, and an app port the collector sidecar already uses."""

@@ -31,7 +31,19 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from . import edge, subnets
-from .catalog import EnvValue, Name, SecretSource, ServiceKind, Strict, System, load_catalog, plain_env_problem, url_with_credentials
+from .catalog import (
+    PLACEHOLDER_PREFIX,
+    EnvValue,
+    Name,
+    SecretSource,
+    ServiceKind,
+    Strict,
+    System,
+    is_placeholder,
+    load_catalog,
+    plain_env_problem,
+    url_with_credentials,
+)
 from .engine import EngineConfig, from_files
 from .errors import ConfigError, Problem, closest, did_you_mean, from_validation_error
 from .presets import PRESETS, PostgresPreset, Preset, RedisPreset, deep_merge
@@ -410,6 +422,8 @@ class DeployedSystem:
     @property
     def name(self) -> str:
         return self.system.name
+    placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Setting name -> its ``to-do:`` value: stands in for a value nobody has given yet (offline only)."""
 
 
 def cache_usable_gib(node_type: str) -> float | None:
@@ -865,6 +879,48 @@ def _network(net: NetworkConfig, preset: Preset, region: str, file: str) -> tupl
     try:
         return azs, subnets.plan_subnets(net.cidr, count)
     except ValueError as err:
+def _settings(system: System, dep: SystemDeployment, env: str, key: str, file: str, problems: list[Problem]) -> tuple[dict[str, str], dict[str, str]]:
+    """The system's declared settings for this environment: (name -> value, name -> placeholder). A
+    required setting with neither a stack value nor a default for ``env`` is a problem naming the guide."""
+    values: dict[str, str] = {}
+    placeholders: dict[str, str] = {}
+    for name, setting in system.settings.items():
+        default = setting.default if setting.default is None or isinstance(setting.default, str) else setting.default.for_env(env)
+        value = dep.env.get(name, default)
+        if value is None:
+            if setting.required:
+                problems.append(
+                    Problem(
+                        file,
+                        f"{key}.{name}",
+                        f"required: {setting.description} (source: {setting.source}; declared in stacks/apps/{system.name}.yaml settings.{name}). "
+                        f"Give it here, or write '{PLACEHOLDER_PREFIX} <what is missing>' to plan offline until it is known",
+                    )
+                )
+            continue
+        if problem := setting.problem(value):
+            problems.append(Problem(file, f"{key}.{name}", problem))
+            continue
+        if is_placeholder(value):
+            placeholders[name] = value
+        values[name] = value
+    return values, placeholders
+
+
+def placeholder_problems(cfg: PlatformConfig) -> list[Problem]:
+    """Every ``to-do:`` value of the stack, as the problem a real preview or up stops on."""
+    return [
+        Problem(
+            cfg.file,
+            f"{PROJECT}:systems.{name}.env.{setting}",
+            f"still a placeholder ({value!r}): {system.system.settings[setting].description}. Give the real value "
+            f"(`pulumi config set --path '{PROJECT}:systems.{name}.env.{setting}' <value>`); the offline plan lists every placeholder",
+        )
+        for name, system in cfg.systems.items()
+        for setting, value in system.placeholders.items()
+    ]
+
+
         raise ConfigError([Problem(file, f"{key}.cidr", str(err))]) from None
 
 
@@ -943,6 +999,8 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                         f"{problem}: declare it in stacks/apps/{sname}.yaml 'secrets' and set it with `pulumi config set --secret`",
                     )
                 )
+        settings, placeholders = _settings(system, dep, env, f"{key}.{sname}.env", file, problems)
+
             elif var == "PORT" and (
                 ports := {f"{n} listens on {s.port}" for n, s in system.services.items() if s.kind is ServiceKind.web and str(s.port) != dep.env[var]}
             ):
@@ -1048,7 +1106,9 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     platform_env["KEEP_ALIVE_TIMEOUT"] = str(keep_alive)
                 if sc.kubernetes is not None and sc.compute == "kubernetes":
                     platform_env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sc.kubernetes.otel_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-                env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **dep.env}
+                given = {n: v for n, v in dep.env.items() if n not in system.settings}  # undeclared overrides: every service
+                mine = {n: v for n, v in settings.items() if svc_name in system.setting_receivers(n)}
+                env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **given, **mine}
                 services[svc_name] = DeployedService(
                     sname,
                     svc_name,
@@ -1061,7 +1121,7 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     held[svc_name],
                     paused=svc_name in dep.paused,
                 )
-        deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate))
+        deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate), placeholders)
     if problems:
         raise ConfigError(problems)
     return deployed

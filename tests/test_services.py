@@ -211,7 +211,8 @@ def test_each_secret_reaches_only_the_services_that_declared_it(prod):
     for name, task in tasks(prod).items():
         names = {s["name"] for c in containers(task) for s in c.get("secrets", [])}
         assert ("FACILITATOR_PRIVATE_KEY" in names) is (name == "twinkle-facilitator"), name
-        assert ("EXECUTOR_PRIVATE_KEY" in names) is (name == "starkdca-worker"), name
+        # starkdca's guide: "The only difference is the start command": both services hold the executor key
+        assert ("EXECUTOR_PRIVATE_KEY" in names) is name.startswith("starkdca-"), name
     policies = {p.name.removesuffix("-execution-policy"): json.loads(p.inputs["policy"]) for p in prod.of_type("aws:iam/rolePolicy:RolePolicy")}
     for name, task in tasks(prod).items():
         arns = {secret_arn(s["valueFrom"]) for c in containers(task) for s in c.get("secrets", [])}
@@ -321,7 +322,7 @@ def test_task_egress_is_https_the_stores_and_written_reasons(prod):
         # THEN nothing is all-traffic, and the internet is reachable on 443 only ...
         assert all(r["ipProtocol"] == "tcp" and r["fromPort"] == r["toPort"] for r in found), key
         internet = sorted(int(r["fromPort"]) for r in found if r.get("cidrIpv4") == "0.0.0.0/0")
-        assert internet == ([443, 465, 587] if key == "starkdca-api" else [443]), key  # ... but SMTP submission for the one that sends mail
+        assert internet == ([443, 465, 587] if key.startswith("starkdca-") else [443]), key  # ... but SMTP submission for the ones that send mail
         # AND the data stores' ports go to the stores' security groups only
         stores = {int(r["fromPort"]) for r in found if r.get("referencedSecurityGroupId")}
         assert stores <= {5432, 6379} and all(r.get("cidrIpv4") is None for r in found if int(r["fromPort"]) in (5432, 6379)), key

@@ -33,6 +33,13 @@ def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_D
     lines.append(f"stack {cfg.stack}  (preset {cfg.env}, region {cfg.region}, AZs {', '.join(cfg.availability_zones)})")
     lines.append(f"{len(custom)} cloud resources in {len(capture.resources) - len(custom)} components; {len(capture.invokes)} data-source calls")
     lines.append("")
+    todo = [(name, setting, system.system.settings[setting]) for name, system in cfg.systems.items() for setting in system.placeholders]
+    if todo:
+        lines.append(f"before you run `pulumi up`: {len(todo)} settings are still placeholders (a real preview or up stops on them):")
+        for name, setting, spec in todo:
+            lines.append(f"  {name} {setting}: {spec.description}")
+            lines.append(f"    pulumi config set --stack {cfg.stack} --path 'platform:systems.{name}.env.{setting}' <value>")
+        lines.append("")
     # what the preview itself warns: missing secrets and images are known only once the program ran
     held = held_services(capture)
     if held:
@@ -262,6 +269,13 @@ def _deploy_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
     if rolling:
         ours, default = max(rolling.values())
         out.append(f"  image bump of a web service (rolling, full capacity): {ours:.1f} min; with ECS/ELB defaults {default:.1f} min ({ours / default:.0%})")
+    deploys = deploytime.deploy_times(capture)
+    if deploys:
+        d = max(deploys.values(), key=lambda t: t.total)
+        out.append(
+            f"  image bump with rollback on alarms ({d.strategy.lower()}): {d.total:.1f} min (start and health checks {d.rollout:.1f}, "
+            f"canary {d.canary:.0f}, bake {d.bake:.0f}, drain {d.drain:.1f})"
+        )
     return out
 
 
