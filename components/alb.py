@@ -13,7 +13,11 @@ a lifecycle, and ``aws:wafv2/webAcl:WebAcl`` plus its association and its loggin
 
 Services own their target group and listener rule (see ``components/service.py``); this component
 gives each one its listener (:meth:`listener_arn`), a stable rule priority (:meth:`priority`) and its
-public URL (:meth:`url`).
+public URL (:meth:`url`). With ``ecs_traffic_shifting`` (a blue/green or canary deploy strategy) it also
+holds the one ``aws:iam/role:Role`` ``<name>-ecs-infrastructure`` through which ECS moves traffic
+between a service's two target groups, with AWS's managed ``AmazonECSInfrastructureRolePolicyForLoadBalancers``
+attached (:data:`ECS_INFRASTRUCTURE_POLICY`; ECS developer guide, "Amazon ECS infrastructure IAM role
+for load balancers").
 
 Hardening: invalid header fields dropped, desync mitigation ``defensive``, TLS 1.3 policy, HSTS,
 deletion protection per preset. WAF: a rate limit per client IP, a stricter one on paths a service
@@ -48,6 +52,7 @@ import pulumi_aws as aws
 from stacks import edge
 from stacks.presets import EdgePreset
 
+from .iam import service_trust
 from .storage import lock_down, tls_only
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
@@ -68,6 +73,12 @@ STRICT_PATH_TRANSFORMATIONS = ("URL_DECODE", "LOWERCASE")
 # Request headers WAF logs with their value replaced by REDACTED: credentials and sessions. WAF wants
 # the header names in lower case (LoggingConfiguration.RedactedFields, SingleHeader).
 REDACTED_HEADERS = ("authorization", "cookie")
+# What ECS needs to shift traffic in a blue/green, canary or linear deploy: describe the listeners,
+# rules and target groups, register and deregister targets, rewrite the production listener rule's
+# weights. AWS maintains it as the service changes (v6 in February 2026), so it is attached rather than
+# copied; the deploy roles may attach this policy and no other (docs/iam/github-deploy-*-permissions.json).
+ECS_INFRASTRUCTURE_POLICY = "arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"
+ECS_PRINCIPAL = "ecs.amazonaws.com"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +95,10 @@ class AlbArgs:
     """Route 53 zone: DNS validation and an alias record per host. Default: none."""
     certificate_arn: str | None = None
     """An issued certificate for the hosts. Default: request and DNS-validate one in ``hosted_zone_id``."""
+    outside_hosts: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    """Service key -> (hosted zone id, certificate ARN) of a host outside ``domain`` (exactly one given): its
+    own certificate on the HTTPS listener by SNI, and with a zone, the certificate's validation and an alias
+    record in that zone. Default: none."""
     strict_paths: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """Service key -> path prefixes with the strict WAF rate limit."""
     webhooks: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -98,6 +113,8 @@ class AlbArgs:
     log_retention_days: int
     """Days WAF logs are kept (preset ``logs.retention_days``)."""
     settings: EdgePreset = field(default_factory=EdgePreset)
+    ecs_traffic_shifting: bool = False
+    """Some service deploys blue/green or canary: create the ECS infrastructure role. Default: false."""
 
 
 class Alb(pulumi.ComponentResource):
@@ -184,15 +201,26 @@ class Alb(pulumi.ComponentResource):
             if args.hosted_zone_id:
                 # one more certificate per host parent, served by SNI (also beside a given default
                 # certificate, which covers the domain and one label under it); adding a system changes no existing one
-                for scope in edge.certificate_scopes(args.domain, args.hosts.values()):
+                for scope in edge.certificate_scopes(args.domain, [h for k, h in args.hosts.items() if k not in args.outside_hosts]):
                     aws.lb.ListenerCertificate(
                         f"{name}-{_scope_slug(scope, args.domain)}-sni",
                         listener_arn=https.arn,
                         certificate_arn=self._certificate(name, args, scope),
                         opts=child,
                     )
+            for key, (zone_id, given) in sorted(args.outside_hosts.items()):
+                # a host in another zone (aurum's api.aurumlabs.io): a certificate naming exactly it
+                host = args.hosts[key]
+                aws.lb.ListenerCertificate(
+                    f"{name}-{key}-outside-sni",
+                    listener_arn=https.arn,
+                    certificate_arn=given or self._certificate(name, args, host, zone_id=zone_id, role=f"cert-{key}-outside"),
+                    opts=child,
+                )
+                if zone_id:
+                    self._alias(f"{name}-{key}-dns", zone_id, host)
             if args.hosted_zone_id:
-                for key in keys:
+                for key in [k for k in keys if k not in args.outside_hosts]:
                     aws.route53.Record(
                         f"{name}-{key}-dns",
                         zone_id=args.hosted_zone_id,
@@ -208,6 +236,12 @@ class Alb(pulumi.ComponentResource):
                 )
 
         self._waf(name, args)
+        self.infrastructure_role_arn: pulumi.Output[str] | None = None
+        """The role ECS assumes to shift traffic (``ecs_traffic_shifting`` only)."""
+        self.infrastructure_ready: list[pulumi.Resource] = []
+        """What a service that shifts traffic waits for: the role's policy attachment."""
+        if args.ecs_traffic_shifting:
+            self._ecs_infrastructure_role(name)
         self.security_group_id = sg.id
         self.arn_suffix = self.lb.arn_suffix
         self.dns_name = self.lb.dns_name
@@ -229,18 +263,30 @@ class Alb(pulumi.ComponentResource):
 
     # ------------------------------------------------------------ children
 
-    def _certificate(self, name: str, args: AlbArgs, scope: str | None = None) -> pulumi.Output[str]:
-        """A DNS-validated certificate: the domain and ``*.<domain>`` (``scope`` None), or one wildcard scope."""
-        assert args.domain and args.hosted_zone_id  # enforced by the stack file loader
+    def _alias(self, resource_name: str, zone_id: str, host: str) -> None:
+        aws.route53.Record(
+            resource_name,
+            zone_id=zone_id,
+            name=host,
+            type="A",
+            aliases=[aws.route53.RecordAliasArgs(name=self.lb.dns_name, zone_id=self.lb.zone_id, evaluate_target_health=True)],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _certificate(self, name: str, args: AlbArgs, scope: str | None = None, zone_id: str | None = None, role: str | None = None) -> pulumi.Output[str]:
+        """A DNS-validated certificate: the domain and ``*.<domain>`` (``scope`` None), or one name or wildcard
+        scope, validated in ``zone_id`` (default: the domain's zone)."""
+        zone_id = zone_id or args.hosted_zone_id
+        assert args.domain and zone_id  # enforced by the stack file loader
         child = pulumi.ResourceOptions(parent=self)
         names = [args.domain, f"*.{args.domain}"] if scope is None else [scope]
-        role = "cert" if scope is None else f"cert-{_scope_slug(scope, args.domain)}"
+        role = role or ("cert" if scope is None else f"cert-{_scope_slug(scope, args.domain)}")
         cert = aws.acm.Certificate(f"{name}-{role}", domain_name=names[0], subject_alternative_names=names[1:] or None, validation_method="DNS", opts=child)
         # a wildcard and its parent share one validation record, so one record per certificate suffices
         option = cert.domain_validation_options.apply(lambda opts: opts[0])
         record = aws.route53.Record(
             f"{name}-{role}-validation-record",
-            zone_id=args.hosted_zone_id,
+            zone_id=zone_id,
             name=option.resource_record_name,
             type=option.resource_record_type,
             records=[option.resource_record_value],
@@ -255,6 +301,24 @@ class Alb(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="45m")),
         )
         return validation.certificate_arn
+
+    def _ecs_infrastructure_role(self, name: str) -> None:
+        """The role of the ECS developer guide, "Amazon ECS infrastructure IAM role for load balancers":
+        trust ``ecs.amazonaws.com`` (the guide's trust policy, without conditions: it documents no
+        ``aws:SourceAccount`` or ``aws:SourceArn`` for this role, and a key ECS does not send would make
+        every deploy fail), the managed policy attached. The service names it in
+        ``loadBalancers[].advancedConfiguration.roleArn``, so whoever runs ``pulumi up`` passes it to ECS
+        (``iam:PassRole`` with ``iam:PassedToService`` ``ecs.amazonaws.com``)."""
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{name}-ecs-infrastructure",
+            description="ECS shifts traffic between a service's target groups during blue/green and canary deploys",
+            assume_role_policy=service_trust(ECS_PRINCIPAL),
+            opts=child,
+        )
+        attachment = aws.iam.RolePolicyAttachment(f"{name}-ecs-infrastructure-policy", role=role.name, policy_arn=ECS_INFRASTRUCTURE_POLICY, opts=child)
+        self.infrastructure_role_arn = role.arn
+        self.infrastructure_ready = [attachment]
 
     def _log_bucket(self, name: str, args: AlbArgs) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
         child = pulumi.ResourceOptions(parent=self)

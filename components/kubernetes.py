@@ -36,15 +36,22 @@ Children, in the namespace ``<system>-<env>`` (``kubernetes:core/v1:Namespace``,
   keep serving. It carries ``pulumi.com/replaceUnready: "true"``, so the next ``up`` deletes and reruns
   a Job that failed instead of waiting on it again. A held service (``DeployedService.held``) has no
   Job yet, as on ECS, where the migration runs in the service's first task.
-- Web services: a ``Service``, an ``Ingress`` (class from config; with ``alb`` the AWS Load Balancer
-  Controller's annotations: health-check path and codes, HTTPS with the TLS 1.3 policy and a redirect,
-  one shared load balancer per environment in the adopted VPC's public subnets, named explicitly), a
-  ``PodDisruptionBudget`` and, where the preset autoscales, a ``HorizontalPodAutoscaler``
-  (``autoscaling/v2``) on CPU.
-
-With a domain, the ALB serves ``certificate_arn`` (validation refuses a domain without it, and
-``hosted_zone_id``): nothing here requests certificates or writes DNS records for the cluster's load
-balancer; the cluster's external-dns writes them from the Ingress hosts, or an operator does.
+- Start order: a Deployment waits (``depends_on``) for the Deployments of the services it starts after
+  (``start_after``, and the migration's service for every other reader of ``DATABASE_URL``:
+  :meth:`~stacks.catalog.System.waits_for`), as the ECS services do. Pulumi creates or updates it only
+  once those are rolled out and ready, so new code never starts before the service it needs.
+- Web services behind the environment's ALB (``ingress_class: alb``): the ALB, its listeners, WAF and
+  alarms are the program's own (``components/alb.py``, the same as on ECS). Per web service a target
+  group and listener rule (``aws:lb/targetGroup:TargetGroup`` ``<key>-tg``, ``aws:lb/listenerRule:ListenerRule``
+  ``<key>-rule``, from ``components/workload.py``), a ``Service`` and a ``TargetGroupBinding``
+  (``elbv2.k8s.aws/v1beta1``, target type ``ip``): the cluster's AWS Load Balancer Controller registers
+  the Service's ready pods in that target group and deregisters them as they go. The binding has no
+  ``networking`` block, so the controller changes no security group: the platform admits the ALB to
+  the cluster's group on each web port (``components/platform.py``). A web Deployment waits for its
+  binding, so even the first pods get the readiness gate. With another Ingress class: a ``Service``
+  and an ``Ingress`` of that class (TLS from the Secret ``<service>-tls``), and no ALB.
+- Web services also get a ``PodDisruptionBudget`` and, where the preset autoscales, a
+  ``HorizontalPodAutoscaler`` (``autoscaling/v2``) on CPU.
 
 Every object carries ``app.kubernetes.io/name``, ``part-of``, ``version``, ``managed-by`` and
 ``platform/environment``. The Deployment sets no ``replicas`` when an HPA owns the count, so
@@ -67,17 +74,23 @@ from stacks.config import DeployedService, DeployedSystem, KubernetesConfig
 from stacks.presets import ComputePreset
 
 from . import postgres
+from .alb import Alb
 from .secrets import SystemSecrets
-from .service import DEFAULT_USER, revision_hash, task_counts, volume_name
+from .workload import DEFAULT_USER, listener_condition, revision_hash, steady_state_timeout, target_group, task_counts, volume_name
 
 SUPPORTED_VERSIONS = ("1.33", "1.37")
 """Oldest and newest Kubernetes minor versions the objects are validated against."""
 ESO_API = "external-secrets.io/v1"
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+TGB_API = "elbv2.k8s.aws/v1beta1"
+"""The AWS Load Balancer Controller's ``TargetGroupBinding`` (served and stored version since v2.0; the
+schema the tests check is ``tests/crds/``)."""
+SERVICE_PORT = 80
+"""A web service's ``Service`` port (to the container's ``http`` port), which its binding names."""
 READINESS_GATE_INJECT = {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}
-"""Namespace label: the AWS Load Balancer Controller's webhook adds a readiness gate to each new pod
-behind an IP target group, true only once the target is healthy in the ALB, so a rollout never ends
-with only initial or draining targets (aws-load-balancer-controller docs/deploy/pod_readiness_gate.md)."""
+"""Namespace label: the AWS Load Balancer Controller's webhook adds a readiness gate to each new pod a
+``TargetGroupBinding`` of target type ``ip`` reaches through its Service, true only once the target is
+healthy in the ALB, so a rollout never ends with only initial or draining targets
+(aws-load-balancer-controller docs/deploy/pod_readiness_gate.md)."""
 REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
 """Job annotation: on the next ``up``, a Job that is not complete (failed, or never finished) is replaced
 (deleted and created again under its name) instead of awaited again (pulumi-kubernetes
@@ -147,13 +160,14 @@ class WorkloadsArgs:
     """Service name -> image URI (pinned by digest)."""
     kms_key_arn: pulumi.Input[str]
     domain: str | None = None
-    certificate_arn: str | None = None
-    idle_timeout_seconds: int = 60
-    """The shared load balancer's idle timeout; every Ingress of the group must say the same. Default: 60."""
-    public_subnet_ids: Sequence[str] = ()
-    """The adopted VPC's public subnets (``network.existing.public_subnet_ids``), named on every Ingress of
-    the group (``alb.ingress.kubernetes.io/subnets``) so the load balancer goes there and nowhere a subnet
-    tag points. Default: none (the controller discovers subnets by their tags)."""
+    """Web hosts are ``<service>.<system>.<domain>`` (or the stack's ``hostnames``). Default: none."""
+    alb: Alb | None = None
+    """The environment's load balancer (``ingress_class: alb``): each web service gets a target group, a
+    listener rule on it and a ``TargetGroupBinding``. Default: none (an ``Ingress`` of ``ingress_class``)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """The cluster's VPC, where the target groups are (required with ``alb``)."""
+    edge_rules: Sequence[pulumi.Resource] = ()
+    """The security-group rules that let the ALB reach the pods; web Deployments wait for them. Default: none."""
     extra_env: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
     """Service name -> more plain env (offerhub's public URL)."""
 
@@ -163,8 +177,10 @@ class SystemWorkloads(pulumi.ComponentResource):
 
     namespace: str
     """Every Deployment, Service and Ingress in it is named after its service."""
-    urls: dict[str, str]
-    """Web service name -> public URL (with a domain)."""
+    urls: dict[str, pulumi.Input[str]]
+    """Web service name -> public URL (behind the ALB, or with a domain)."""
+    target_group_arn_suffixes: dict[str, pulumi.Output[str]]
+    """Web service name -> its target group's ARN suffix (``TargetGroup`` dimension of its alarms)."""
 
     def __init__(self, name: str, args: WorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:kubernetes:SystemWorkloads", name, None, opts)
@@ -172,7 +188,8 @@ class SystemWorkloads(pulumi.ComponentResource):
         system = args.system
         self.namespace = f"{system.name}-{args.env}"
         self.urls = {}
-        behind_alb = args.settings.ingress_class == "alb" and any(s.spec.kind is ServiceKind.web for s in system.services.values())
+        self.target_group_arn_suffixes = {}
+        behind_alb = args.alb is not None and any(s.spec.kind is ServiceKind.web for s in system.services.values())
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -206,13 +223,15 @@ class SystemWorkloads(pulumi.ComponentResource):
                 migrated = True
             else:
                 db_gate = self._roles_job(svc, prepared[roles_by][0], owner)
-        for svc in system.services.values():
-            gates: list[pulumi.Resource] = []
+        # in start order, so each Deployment can wait for the ones it starts after (as the ECS services do)
+        deployments: dict[str, k8s.apps.v1.Deployment] = {}
+        for svc in sorted(system.services.values(), key=lambda s: (system.system.start_rank(s.name), s.name)):
+            gates: list[pulumi.Resource] = [deployments[name] for name in system.system.waits_for(svc.name) if name in deployments]
             if db_gate is not None and "DATABASE_URL" in svc.spec.secrets:
                 gates.append(db_gate)
             elif migration is not None and migration.service == svc.name and not migrated and not svc.held:
                 gates.append(self._migration(svc, migration, prepared[svc.name][1], prepared[svc.name][0]))
-            self._service(svc, *prepared[svc.name], gates)
+            deployments[svc.name] = self._service(svc, *prepared[svc.name], gates)
         self.register_outputs({"namespace": self.namespace})
 
     # ------------------------------------------------------------------ labels and metadata
@@ -238,8 +257,9 @@ class SystemWorkloads(pulumi.ComponentResource):
 
     def _service(
         self, svc: DeployedService, account: k8s.core.v1.ServiceAccount, secret_name: pulumi.Input[str] | None, gates: Sequence[pulumi.Resource]
-    ) -> None:
-        """The service's Deployment (after ``gates``: the Job that migrates or bootstraps its database)."""
+    ) -> k8s.apps.v1.Deployment:
+        """The service's Deployment, after ``gates`` (the Job that migrates or bootstraps its database, the
+        Deployments it starts after) and, for a web service, after its Service and target group binding."""
         a = self._args
         key = svc.key
         pod_spec = self._pod_spec(svc, secret_name, account)
@@ -253,6 +273,8 @@ class SystemWorkloads(pulumi.ComponentResource):
                 type="RollingUpdate", rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1)
             )
         )
+        if svc.spec.kind is ServiceKind.web:
+            gates = [*gates, *self._web(svc)]
         deployment = k8s.apps.v1.Deployment(
             f"{key}-deployment",
             metadata=self._meta(svc.name, svc),
@@ -263,12 +285,15 @@ class SystemWorkloads(pulumi.ComponentResource):
                 revision_history_limit=5,
                 template=k8s.core.v1.PodTemplateSpecArgs(metadata=k8s.meta.v1.ObjectMetaArgs(labels=self._labels(svc)), spec=pod_spec),
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, *gates]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*self._child.depends_on, *gates],
+                custom_timeouts=pulumi.CustomTimeouts(create=(wait := steady_state_timeout(svc.spec)), update=wait),
+            ),
         )
         if autoscaled:
             self._autoscaler(svc, low, high, deployment)
-        if svc.spec.kind is ServiceKind.web:
-            self._web(svc)
+        return deployment
 
     def _service_account(self, svc: DeployedService) -> k8s.core.v1.ServiceAccount:
         a = self._args
@@ -463,6 +488,17 @@ class SystemWorkloads(pulumi.ComponentResource):
                 )
 
             probes = {"liveness_probe": probe(kube.liveness), "readiness_probe": probe(kube.readiness)}
+        elif spec.container_health is not None and name == svc.name:
+            # the catalog's container check: a readiness gate (Ponder's /ready) holds the pod unready, and
+            # the rollout with it, without restarting it; a heartbeat is a liveness check, as on ECS
+            h = spec.container_health
+            timing = {"period_seconds": h.interval_seconds, "timeout_seconds": h.timeout_seconds, "failure_threshold": h.retries}
+            if h.http:
+                probes = {"readiness_probe": k8s.core.v1.ProbeArgs(http_get=k8s.core.v1.HTTPGetActionArgs(path=h.http, port=h.port), **timing)}
+            else:
+                command = h.command()[1:]  # without ECS's "CMD"
+                live = k8s.core.v1.ProbeArgs(exec_=k8s.core.v1.ExecActionArgs(command=command), initial_delay_seconds=h.start_period_seconds, **timing)
+                probes = {"liveness_probe": live}
         lifecycle = None
         if spec.kind is ServiceKind.web and name == svc.name:
             lifecycle = k8s.core.v1.LifecycleArgs(pre_stop=k8s.core.v1.LifecycleHandlerArgs(sleep=k8s.core.v1.SleepActionArgs(seconds=drain_seconds(spec))))
@@ -646,15 +682,17 @@ class SystemWorkloads(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
         )
 
-    def _web(self, svc: DeployedService) -> None:
+    def _web(self, svc: DeployedService) -> list[pulumi.Resource]:
+        """The Service, its disruption budget and its way in: a target group binding on the ALB, or an Ingress.
+        Returns what the Deployment waits for."""
         a = self._args
-        k8s.core.v1.Service(
+        service = k8s.core.v1.Service(
             f"{svc.key}-svc",
             metadata=self._meta(svc.name, svc),
             spec=k8s.core.v1.ServiceSpecArgs(
                 type="ClusterIP",
                 selector=self._selector(svc),
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=80, target_port="http", protocol="TCP")],
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")],
             ),
             opts=self._child,
         )
@@ -664,18 +702,17 @@ class SystemWorkloads(pulumi.ComponentResource):
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self._selector(svc))),
             opts=self._child,
         )
+        if a.alb is not None:
+            return [self._binding(svc, a.alb, service), *a.edge_rules]
         host = svc.hostname if a.domain else None
-        annotations = self._alb_annotations(svc) if a.settings.ingress_class == "alb" else None
-        tls = None
-        if host and a.settings.ingress_class != "alb":
-            # other controllers (nginx, traefik) terminate TLS with a Secret, e.g. from cert-manager
-            tls = [k8s.networking.v1.IngressTLSArgs(hosts=[host], secret_name=f"{svc.name}-tls")]
+        # other controllers (nginx, traefik) terminate TLS with a Secret, e.g. from cert-manager
+        tls = [k8s.networking.v1.IngressTLSArgs(hosts=[host], secret_name=f"{svc.name}-tls")] if host else None
         backend = k8s.networking.v1.IngressBackendArgs(
             service=k8s.networking.v1.IngressServiceBackendArgs(name=svc.name, port=k8s.networking.v1.ServiceBackendPortArgs(name="http"))
         )
         k8s.networking.v1.Ingress(
             f"{svc.key}-ingress",
-            metadata=self._meta(svc.name, svc, annotations),
+            metadata=self._meta(svc.name, svc),
             spec=k8s.networking.v1.IngressSpecArgs(
                 ingress_class_name=a.settings.ingress_class,
                 tls=tls,
@@ -692,37 +729,40 @@ class SystemWorkloads(pulumi.ComponentResource):
         )
         if host:
             self.urls[svc.name] = f"https://{host}"
+        return [service]
 
-    def _alb_annotations(self, svc: DeployedService) -> dict[str, str]:
-        """The AWS Load Balancer Controller's settings: one internet-facing ALB per environment, IP targets."""
+    def _binding(self, svc: DeployedService, alb: Alb, service: k8s.core.v1.Service) -> pulumi.Resource:
+        """The service's target group and listener rule on the ALB (the same as on ECS), and the
+        ``TargetGroupBinding`` through which the AWS Load Balancer Controller puts its pods in that group.
+
+        Target type, VPC and address type are written out: the controller's webhook would otherwise fill
+        them in from the AWS API, a value the program did not send. The binding waits for the listener
+        rule, so the group is in use (health-checked) when the first pod is registered."""
         a = self._args
-        health = svc.spec.health
-        assert health is not None  # web services have one (catalog rule)
-        prefix = "alb.ingress.kubernetes.io/"
-        out = {
-            "scheme": "internet-facing",
-            "target-type": "ip",
-            "group.name": f"platform-{a.env}",
-            "healthcheck-path": health.path,
-            "success-codes": health.matcher,
-            "healthcheck-interval-seconds": str(health.interval_seconds),
-            "healthcheck-timeout-seconds": str(health.timeout_seconds),
-            "healthy-threshold-count": str(health.healthy_threshold),
-            "unhealthy-threshold-count": str(health.unhealthy_threshold),
-            # as on ECS; the pods' preStop sleep covers it (drain_seconds)
-            "target-group-attributes": f"deregistration_delay.timeout_seconds={drain_seconds(svc.spec)}"
-            + (",stickiness.enabled=true,stickiness.type=lb_cookie" if svc.spec.sticky else ""),
-        }
-        if a.public_subnet_ids:
-            # Exclusive in an IngressGroup: every Ingress of the group names the same subnets
-            # (aws-load-balancer-controller docs/guide/ingress/annotations.md, "subnets")
-            out["subnets"] = ",".join(a.public_subnet_ids)
-        if a.domain:
-            out |= {"listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]), "ssl-redirect": "443", "ssl-policy": TLS_POLICY}
-            if a.certificate_arn:
-                out["certificate-arn"] = a.certificate_arn
-        else:
-            out["listen-ports"] = json.dumps([{"HTTP": 80}])
-        # one load balancer per group: its attributes must agree across the environment's Ingresses
-        out["load-balancer-attributes"] = f"idle_timeout.timeout_seconds={a.idle_timeout_seconds},routing.http.drop_invalid_header_fields.enabled=true"
-        return {prefix + k: v for k, v in out.items()}
+        child = pulumi.ResourceOptions(parent=self)
+        assert a.vpc_id is not None
+        group = target_group(f"{svc.key}-tg", svc, a.vpc_id, child)
+        rule = aws.lb.ListenerRule(
+            f"{svc.key}-rule",
+            listener_arn=alb.listener_arn(svc.key),
+            priority=alb.priority(svc.key),
+            conditions=[listener_condition(alb, svc)],
+            actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=group.arn)],
+            opts=child,
+        )
+        self.urls[svc.name] = alb.url(svc.key)
+        self.target_group_arn_suffixes[svc.name] = group.arn_suffix
+        return k8s.apiextensions.CustomResource(
+            f"{svc.key}-tgb",
+            api_version=TGB_API,
+            kind="TargetGroupBinding",
+            metadata=self._meta(svc.name, svc),
+            spec={
+                "serviceRef": {"name": svc.name, "port": SERVICE_PORT},
+                "targetGroupARN": group.arn,
+                "targetType": "ip",
+                "ipAddressType": "ipv4",
+                "vpcID": a.vpc_id,
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._child.depends_on, service, rule]),
+        )

@@ -3,7 +3,9 @@
 The sidecar is the AWS Distro for OpenTelemetry collector, pinned by version. It receives OTLP on
 ``127.0.0.1:4317`` (gRPC) and ``127.0.0.1:4318`` (HTTP) and, where the catalog declares a Prometheus
 endpoint, scrapes it every 30 s. By default traces go to X-Ray and metrics to CloudWatch as EMF (into
-the service's own metrics log group, namespace ``Platform/<system>``); with an external OTLP endpoint
+the service's own metrics log group, namespace ``Platform/<env>/<system>``: dev, staging and prod share
+an account by default, so the environment is in the namespace, or an alarm of one environment would read
+another's numbers); with an external OTLP endpoint
 both go there instead, authenticated with a header whose value comes from Secrets Manager.
 
 The configuration is passed in ``AOT_CONFIG_CONTENT`` as JSON (a YAML subset the collector reads).
@@ -25,8 +27,21 @@ AUTH_ENV = "OTLP_AUTH"
 CONTAINER = "otel-collector"
 
 
+def namespace(env: str, system: str) -> str:
+    """The CloudWatch namespace the EMF exporter writes a system's metrics to (and its alarms read).
+
+    Dimensions (opentelemetry-collector-contrib ``exporter/awsemfexporter``, ``dimensionRollup`` with the
+    default ``ZeroAndSingleDimensionRollup``): ``OTelLib`` (the instrumentation scope, i.e. the meter's
+    name) plus the data point's attributes, rolled up to ``{OTelLib}`` alone and ``{OTelLib, <attr>}``
+    for each attribute. Resource attributes (``service.name``, ``deployment.environment``) are not
+    dimensions (``resource_to_telemetry_conversion`` is off).
+    """
+    return f"Platform/{env}/{system}"
+
+
 def collector_config(
     *,
+    env: str,
     system: str,
     service_key: str,
     metrics: MetricsEndpoint | None,
@@ -61,7 +76,7 @@ def collector_config(
     else:
         exporters = {
             "awsxray": {"region": region},
-            "awsemf": {"region": region, "namespace": f"Platform/{system}", "log_group_name": metrics_log_group, "log_stream_name": service_key},
+            "awsemf": {"region": region, "namespace": namespace(env, system), "log_group_name": metrics_log_group, "log_stream_name": service_key},
         }
         traces, metrics_out = ["awsxray"], ["awsemf"]
     return {

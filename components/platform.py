@@ -22,6 +22,7 @@ from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instruct
 from stacks.errors import ConfigError
 
 from .alb import Alb, AlbArgs
+from .alerting import ROUTE53_METRICS_REGION, AppAlarms, app_alarms
 from .budget import NO_BUDGET_WARNING, Budget, BudgetArgs, read_model
 from .budget import amount as budget_amount
 from .cluster import Cluster, ClusterArgs, ExecLog
@@ -39,6 +40,7 @@ from .observability import (
     SystemMonitoring,
     SystemMonitoringArgs,
     TelemetryCredential,
+    Topics,
     WebTarget,
 )
 from .postgres import DrCopy, Postgres, PostgresArgs, bootstrap_service, runtime_ddl_services
@@ -62,6 +64,7 @@ class SystemData:
     workloads: SystemWorkloads | None = None
     """With ``compute: kubernetes``: the system's namespace and workloads (``services`` is then empty)."""
     monitoring: SystemMonitoring | None = None
+    alerting: AppAlarms | None = None
 
 
 @dataclass
@@ -76,6 +79,10 @@ class Shared:
     alb: Alb | None
     telemetry: Telemetry
     topic: AlarmTopic
+    """The critical topic (pages); ``warning`` emails."""
+    warning: AlarmTopic | None = None
+    route53_topics: Topics | None = None
+    """us-east-1 copies of both topics, for the Route 53 health check alarms of a stack elsewhere."""
 
 
 @dataclass
@@ -161,7 +168,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
     idle_timeout = cfg.idle_timeout_seconds
     alb = None
-    if web and not kube:
+    if web and (kube is None or kube.ingress_class == "alb"):  # on Kubernetes too: pods join it through TargetGroupBindings
         alb = Alb(
             "alb",
             AlbArgs(
@@ -172,6 +179,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 domain=cfg.domain,
                 hosted_zone_id=cfg.stack_config.hosted_zone_id,
                 certificate_arn=cfg.stack_config.certificate_arn,
+                outside_hosts={svc.key: (svc.external.hosted_zone_id, svc.external.certificate_arn) for svc in web if svc.external},
                 strict_paths={svc.key: svc.spec.strict_paths for svc in web if svc.spec.strict_paths},
                 webhooks={svc.key: svc.spec.webhooks for svc in web if svc.spec.webhooks},
                 idle_timeout_seconds=idle_timeout,
@@ -179,9 +187,34 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 kms_key_arn=key.arn,
                 log_retention_days=preset.logs.retention_days,
                 settings=preset.edge,
+                ecs_traffic_shifting=kube is None and preset.deploy.strategy != "rolling",
             ),
         )
+    edge_rules = _alb_to_cluster(alb, kube.cluster_security_group_id, sorted({svc.spec.port for svc in web if svc.spec.port})) if kube and alb else []
+    # two priorities (docs/operating.md, "Alarms"): critical pages, warning emails
     topic = AlarmTopic("alarms", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails, account_id=account_id))
+    warning = AlarmTopic("alarms-warning", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails, account_id=account_id))
+    route53_topics = None
+    if cfg.region != ROUTE53_METRICS_REGION and cfg.domain and alb is not None:
+        # Route 53 health check metrics exist in us-east-1 only, and an alarm notifies topics of its own region
+        east_key = EnvironmentKey(
+            "alarms-key-us-east-1",
+            EnvironmentKeyArgs(
+                account_id=account_id,
+                region=ROUTE53_METRICS_REGION,
+                alias=f"platform-{cfg.env}-alarms",
+                deletion_window_days=preset.security.kms_deletion_window_days,
+                in_other_region=True,
+                protect=preset.security.protect_state,
+                break_glass_role_arn=preset.security.break_glass_role_arn,
+            ),
+        )
+        east = {
+            prio: AlarmTopic(f"alarms{suffix}-us-east-1", AlarmTopicArgs(kms_key_arn=east_key.arn, emails=cfg.stack_config.alarm_emails,
+                                                                 account_id=account_id, region=ROUTE53_METRICS_REGION))
+            for prio, suffix in (("critical", ""), ("warning", "-warning"))
+        }  # fmt: skip
+        route53_topics = Topics(east["critical"].arn, east["warning"].arn)
     if preset.budget.enabled:
         # the environment's monthly cost against the model (components/budget.py); after the topic, whose
         # policy must let AWS Budgets publish before a notification can name it
@@ -193,11 +226,11 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 env=cfg.env,
                 account_id=account_id,
                 amount_usd=limit,
-                topic_arn=topic.arn,
+                topic_arn=warning.arn,
                 actual_alerts_percent=preset.budget.actual_alerts_percent,
                 forecast_alerts_percent=preset.budget.forecast_alerts_percent,
             )
-            Budget("budget", budget_args, opts=pulumi.ResourceOptions(depends_on=[topic]))
+            Budget("budget", budget_args, opts=pulumi.ResourceOptions(depends_on=[warning]))
             pulumi.export("monthly_budget", {"usd": limit, "from": basis})
     if alb is not None:
         # the load balancer's own 502/503/504 are published per load balancer only
@@ -207,7 +240,10 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     if obs.otlp_endpoint:
         credential = TelemetryCredential("otlp-auth", cfg.env, key.arn, preset.security.secret_recovery_days)
         telemetry = Telemetry(otlp_endpoint=obs.otlp_endpoint, auth_header=obs.otlp_auth_header, auth_secret_arn=credential.arn)
-    shared = Shared(account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb, telemetry=telemetry, topic=topic)
+    shared = Shared(
+        account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb, telemetry=telemetry, topic=topic,
+        warning=warning, route53_topics=route53_topics,
+    )  # fmt: skip
     dr = None
     if (recovery := cfg.stack_config.recovery) is not None:
         dr_key = EnvironmentKey(
@@ -228,10 +264,16 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     for system in cfg.systems.values():
         data = _data_tier(cfg, system, key, network, external_secrets, dr, account_id=account_id, topic_arn=topic.arn)
         if kube and cluster_provider:
-            data.workloads = _workloads(cfg, system, data, shared, cluster_provider, idle_timeout)
+            data.workloads = _workloads(cfg, system, data, shared, cluster_provider, edge_rules)
         else:
             data.services = _services(cfg, system, data, shared)
         data.monitoring = _monitoring(cfg, system, data, shared)
+        if shared.cluster is not None:
+            data.alerting = app_alarms(
+                cfg, system, data.services, topics=Topics(topic.arn, warning.arn), route53_topics=route53_topics,
+                cluster_name=shared.cluster.name, cluster_arn=shared.cluster.arn, load_balancer=alb.arn_suffix if alb else None,
+                account_id=account_id, kms_key_arn=key.arn,
+            )  # fmt: skip
         platform.systems[system.name] = data
 
     caches = {n: d.redis for n, d in platform.systems.items() if d.redis}
@@ -245,7 +287,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 account_id=account_id,
                 replication_group_ids=[c.replication_group_id for c in caches.values()],
                 kms_key_arn=key.arn,
-                topic_arn=topic.arn,
+                topic_arn=warning.arn,  # a stale DR copy is a warning: nothing is down
                 interval_minutes=recovery.redis_export_minutes,
                 retention_days=recovery.backup_retention_days,
                 log_retention_days=preset.logs.retention_days,
@@ -277,12 +319,22 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     if cluster is not None:
         pulumi.export("cluster_name", cluster.name)
     pulumi.export("alarm_topic_arn", topic.arn)
+    pulumi.export("alarm_topic_arns", {"critical": topic.arn, "warning": warning.arn})
     pulumi.export("dashboards", {n: d.monitoring.dashboard.dashboard_name for n, d in platform.systems.items() if d.monitoring})
     if kube:
         workloads = {n: d.workloads for n, d in platform.systems.items() if d.workloads}
         pulumi.export("namespaces", {n: w.namespace for n, w in workloads.items()})
         pulumi.export("deployments", {svc.key: f"{workloads[n].namespace}/{svc.name}" for n in workloads for svc in cfg.systems[n].services.values()})
         pulumi.export("urls", {f"{n}-{svc}": url for n, w in workloads.items() for svc, url in w.urls.items()})
+        hooks = {(n, svc): cfg.systems[n].services[svc].spec.webhooks for n, w in workloads.items() for svc in w.urls}
+        pulumi.export(
+            "webhook_urls",
+            {
+                f"{n}-{svc}": {p.rstrip("/").rsplit("/", 1)[-1]: pulumi.Output.from_input(workloads[n].urls[svc]).apply(lambda u, p=p: u + p) for p in paths}
+                for (n, svc), paths in hooks.items()
+                if paths
+            },
+        )
         return platform
     pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
     pulumi.export("task_definitions", {key: s.task_definition_arn for key, s in services.items()})
@@ -356,13 +408,45 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
                 bootstrap=bootstrap,
                 depends_on=[*stores, *waits_for],
                 telemetry=shared.telemetry,
+                deploy=cfg.preset.deploy,
+                thresholds=cfg.preset.observability,
             ),
         )
     return built
 
 
+def _alb_to_cluster(alb: Alb, cluster_group: str, ports: list[int]) -> list[pulumi.Resource]:
+    """With ``compute: kubernetes``: the load balancer reaches pod IPs on each web port. The pods carry the
+    cluster's group (``kubernetes.cluster_security_group_id``: the nodes', or the pods' own with security
+    groups for pods), so that group admits the ALB's and the ALB's may send there; one rule pair per port,
+    since systems share ports and a group refuses a duplicate rule."""
+    rules: list[pulumi.Resource] = []
+    for port in ports:
+        rules += [
+            aws.vpc.SecurityGroupIngressRule(
+                f"cluster-from-alb-{port}",
+                security_group_id=cluster_group,
+                referenced_security_group_id=alb.security_group_id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description="web pods from the platform load balancer",
+            ),
+            aws.vpc.SecurityGroupEgressRule(
+                f"alb-to-cluster-{port}",
+                security_group_id=alb.security_group_id,
+                referenced_security_group_id=cluster_group,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description="to web pods on the Kubernetes cluster",
+            ),
+        ]
+    return rules
+
+
 def _workloads(
-    cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared, cluster: pulumi.ProviderResource, idle_timeout: int
+    cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared, cluster: pulumi.ProviderResource, edge_rules: list[pulumi.Resource]
 ) -> SystemWorkloads:
     """The system on Kubernetes: its stores admit the cluster's security group, its services become workloads."""
     kube = cfg.stack_config.kubernetes
@@ -379,9 +463,11 @@ def _workloads(
                 to_port=store.port,
                 description=f"{system.name} pods on the Kubernetes cluster",
             )
-    public = {}
+    public: dict[str, dict[str, pulumi.Input[str]]] = {}
     for svc in deployed.services.values():
-        if svc.spec.public_url_env and cfg.domain and svc.hostname:
+        if svc.spec.public_url_env and shared.alb is not None:
+            public[svc.name] = {svc.spec.public_url_env: shared.alb.url(svc.key)}  # as on ECS
+        elif svc.spec.public_url_env and cfg.domain and svc.hostname:
             public[svc.name] = {svc.spec.public_url_env: f"https://{svc.hostname}"}
     return SystemWorkloads(
         f"{system.name}-k8s",
@@ -395,10 +481,10 @@ def _workloads(
             images={svc.name: shared.registry.image_uri(f"{system.name}/{svc.image_name}", svc.image) for svc in deployed.services.values()},
             kms_key_arn=shared.key.arn,
             domain=cfg.domain,
-            certificate_arn=cfg.stack_config.certificate_arn,
-            idle_timeout_seconds=idle_timeout,
+            alb=shared.alb,
+            vpc_id=shared.network.vpc_id,
+            edge_rules=edge_rules,
             extra_env=public,
-            public_subnet_ids=cfg.network.existing.public_subnet_ids if cfg.network.existing else (),
         ),
         opts=pulumi.ResourceOptions(providers={"kubernetes": cluster}),
     )
@@ -408,10 +494,15 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
     system = deployed.system
     preset = cfg.preset
     web = [
-        WebTarget(s.deployed.key, s.target_group_arn_suffix, shared.alb.arn_suffix, paused=s.deployed.paused)
+        WebTarget(s.deployed.key, s.target_group_arn_suffix, shared.alb.arn_suffix, paused=s.deployed.paused, alternate=s.alternate_target_group_arn_suffix)
         for s in data.services.values()
         if s.target_group_arn_suffix is not None and shared.alb is not None
     ]
+    if data.workloads is not None and shared.alb is not None:  # Kubernetes: the same alarms on its target groups
+        web += [
+            WebTarget(deployed.services[n].key, suffix, shared.alb.arn_suffix, paused=deployed.services[n].paused)
+            for n, suffix in data.workloads.target_group_arn_suffixes.items()
+        ]
     return SystemMonitoring(
         f"{system.name}-monitoring",
         SystemMonitoringArgs(
@@ -419,6 +510,7 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
             system=system.name,
             region=cfg.region,
             topic_arn=shared.topic.arn,
+            warning_topic_arn=shared.warning.arn if shared.warning else None,
             cluster_name=shared.cluster.name if shared.cluster else "",
             settings=preset.observability,
             web=web,
@@ -507,6 +599,17 @@ def _data_tier(
     return SystemData(postgres=postgres, redis=redis, secrets=secrets)
 
 
+PLACEHOLDER_WARNING = "placeholder (`pulumi up` stops on it): "
+
+
+def offline() -> bool:
+    """True under Pulumi's mock runtime (the offline plan and the tests), where no cloud is touched."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import SETTINGS
+
+    return isinstance(SETTINGS.monitor, MockMonitor)
+
+
 def run_stack(project_dir: Path) -> Platform | None:
     """The whole program: validate ``Pulumi.<stack>.yaml`` and the catalog, then build.
 
@@ -517,6 +620,13 @@ def run_stack(project_dir: Path) -> Platform | None:
         config = load_platform(pulumi.get_stack(), project_dir, engine=engine.from_program(pulumi.get_stack(), project_dir))
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
+    if not offline() and (todo := placeholder_problems(config, project_dir)):
+        # the offline plan lists them; a real preview shows them as warnings (and everything else it would
+        # do); a real up stops here, before the first resource
+        if not pulumi.runtime.is_dry_run():
+            raise pulumi.RunError(str(ConfigError(todo)))
+        for problem in todo:
+            pulumi.log.warn(f"{PLACEHOLDER_WARNING}{problem}")
     check_default_tags(config.env)
     enforce(config.stack, config.env)  # the mandatory policies, also where no policy pack runs
     external = pulumi.Config(PROJECT).get_secret_object("secrets")
@@ -526,13 +636,3 @@ def run_stack(project_dir: Path) -> Platform | None:
 
 
 __all__ = ["Platform", "build", "run_stack"]
-def offline() -> bool:
-    """True under Pulumi's mock runtime (the offline plan and the tests), where no cloud is touched."""
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.settings import SETTINGS
-
-    return isinstance(SETTINGS.monitor, MockMonitor)
-
-
-    if not offline() and (todo := placeholder_problems(config)):
-        raise pulumi.RunError(str(ConfigError(todo)))  # the offline plan lists them; a real run stops here

@@ -220,7 +220,8 @@ class RedisExport(pulumi.ComponentResource):
 
     def _alarms(self, name: str, args: RedisExportArgs, function: aws.lambda_.Function) -> None:
         child = pulumi.ResourceOptions(parent=self)
-        notify = {"alarm_actions": [args.topic_arn], "ok_actions": [args.topic_arn]}
+        # a stale DR copy is a warning (the warning topic, components/platform.py): nothing is down
+        notify = {"alarm_actions": [args.topic_arn], "ok_actions": [args.topic_arn], "tags": {"priority": "warning"}}
         aws.cloudwatch.MetricAlarm(
             f"{name}-errors",
             alarm_description=f"Redis snapshot export to {args.dr_region} failed twice running: the DR copy is getting stale",

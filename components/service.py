@@ -7,7 +7,9 @@ inline ``aws:iam/rolePolicy:RolePolicy``, ``aws:ec2/securityGroup:SecurityGroup`
 to service, service to its Postgres and Redis) and ``aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule``
 for what the task may reach (:func:`egress_for`), ``aws:ecs/taskDefinition:TaskDefinition``,
 ``aws:ecs/service:Service``; web services add ``aws:lb/targetGroup:TargetGroup`` and
-``aws:lb/listenerRule:ListenerRule``; autoscaled ones ``aws:appautoscaling/target:Target`` and two
+``aws:lb/listenerRule:ListenerRule`` and two ``aws:cloudwatch/metricAlarm:MetricAlarm`` ECS rolls
+back on (``<key>-deploy-5xx``, ``<key>-deploy-p95``), plus a second target group ``<key>-tg2``
+where the preset shifts traffic (blue/green, canary); autoscaled ones ``aws:appautoscaling/target:Target`` and two
 target-tracking policies.
 
 Decisions, each visible in the captured plan:
@@ -19,6 +21,22 @@ Decisions, each visible in the captured plan:
 - **Kinds.** web: minimum 100 % and maximum 200 % during a deploy (full capacity throughout);
   worker: the same; singleton: desired 1, minimum 0 %, maximum 100 %, never autoscaled, so a deploy
   stops the old task before the new one starts and two never run at once.
+- **Deploys** (``deploy`` preset). A web service rolls back on what its users see, not only on tasks
+  that fail to start: ECS watches its two deployment alarms (``alarms`` with ``rollback``), the 5xx
+  rate and p95 response time of its target groups over ``deploy.alarm_minutes``, during the deploy
+  and its bake, and puts the previous revision back if either fires. ``rolling`` (dev): the
+  circuit breaker and the alarms, ECS's own bake ("How CloudWatch alarms detect Amazon ECS deployment
+  failures": after the old tasks are gone ECS keeps watching for a time it derives from the alarms).
+  ``canary``/``blue_green`` (staging, prod; ECS developer guide, "Amazon ECS blue/green deployments"
+  and "Application Load Balancer resources for blue/green, linear, and canary deployments"): the
+  listener rule forwards to both target groups (100/0), the service names the alternate one, that
+  rule and the environment's ECS infrastructure role (``components/alb.py``), and ECS starts the new
+  revision in the idle group, moves the canary share, then all traffic, and keeps the old tasks for
+  ``bake_minutes``. ECS rewrites the rule's weights on every deploy, so the rule ignores changes to
+  its ``actions`` (else the next ``pulumi up`` would put the weights back, and the traffic on the
+  old, stopped revision). ``wait_for_steady_state`` waits for the service deployment to be
+  ``SUCCESSFUL`` (the bake included), so ``pulumi up`` fails when ECS rolled back. Workers and
+  singletons have no load balancer and only the circuit breaker.
 - **Database roles**: the service that first uses Postgres (the migration's service, else the first
   in start order that reads ``DATABASE_URL``) runs the ``db-roles`` bootstrap (``components/postgres.py``)
   in a first container, from the pinned postgres image, as the owner; ``migrate`` and the app container
@@ -68,12 +86,13 @@ import pulumi_aws as aws
 
 from stacks.catalog import Migration, ServiceKind
 from stacks.config import DeployedService
-from stacks.presets import ComputePreset
+from stacks.presets import ComputePreset, DeployPreset, ObservabilityPreset
 
 from . import otel, postgres
 from .alb import Alb
 from .cluster import capacity_provider
 from .iam import service_trust
+from .workload import steady_state_timeout
 
 DEFAULT_USER = "1000:1000"
 STOP_MARGIN_SECONDS = 5
@@ -188,6 +207,10 @@ class ServiceArgs:
     telemetry: Telemetry = field(default_factory=Telemetry)
     exec_log_group_arn: pulumi.Input[str] | None = None
     """Where the cluster logs ECS Exec sessions (with ``compute.exec_enabled``): the task role writes there."""
+    deploy: DeployPreset = field(default_factory=DeployPreset)
+    """How a web service's new revision replaces the old one (see the module doc, "Deploys")."""
+    thresholds: ObservabilityPreset = field(default_factory=ObservabilityPreset)
+    """``error_rate_percent`` and ``latency_p95_seconds``: where the deployment alarms fire."""
 
 
 class Service(pulumi.ComponentResource):
@@ -201,9 +224,13 @@ class Service(pulumi.ComponentResource):
     url: pulumi.Output[str] | None
     """Public URL (web services)."""
     target_group_arn_suffix: pulumi.Output[str] | None
+    alternate_target_group_arn_suffix: pulumi.Output[str] | None
+    """The second target group, where the preset shifts traffic: after a deploy the traffic may be in either."""
     log_group_name: pulumi.Output[str]
     task_definition_arn: pulumi.Output[str]
     """The revision this ``pulumi up`` registered; a deploy is good only when the service runs it."""
+    deploy_alarm_names: list[str]
+    """The alarms ECS rolls a deploy back on (web services; empty otherwise)."""
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:compute:Service", name, None, opts)
@@ -260,8 +287,10 @@ class Service(pulumi.ComponentResource):
                 ),
             ]
 
-        target_group = rule = None
-        self.url = self.target_group_arn_suffix = None
+        target_group = alternate = rule = None
+        self.url = self.target_group_arn_suffix = self.alternate_target_group_arn_suffix = None
+        self.deploy_alarm_names = []
+        self._alarms: list[pulumi.Resource] = []
         if web:
             assert args.alb is not None and spec.port is not None and spec.health is not None
             alb = args.alb
@@ -270,27 +299,35 @@ class Service(pulumi.ComponentResource):
                 _tcp_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-alb-out", alb.security_group_id, sg.id, spec.port, f"to {d.key}", child),
             ]
             h = spec.health
-            target_group = aws.lb.TargetGroup(
-                f"{name}-tg",
-                vpc_id=args.vpc_id,
-                target_type="ip",
-                protocol="HTTP",
-                port=spec.port,
-                deregistration_delay=spec.shutdown_seconds,
-                health_check=aws.lb.TargetGroupHealthCheckArgs(
-                    enabled=True,
-                    path=h.path,
-                    matcher=h.matcher,
+            shifting = args.deploy.strategy != "rolling"
+
+            def group(suffix: str) -> aws.lb.TargetGroup:
+                return aws.lb.TargetGroup(
+                    f"{name}-{suffix}",
+                    vpc_id=args.vpc_id,
+                    target_type="ip",
                     protocol="HTTP",
-                    port="traffic-port",
-                    interval=h.interval_seconds,
-                    timeout=h.timeout_seconds,
-                    healthy_threshold=h.healthy_threshold,
-                    unhealthy_threshold=h.unhealthy_threshold,
-                ),
-                stickiness=aws.lb.TargetGroupStickinessArgs(type="lb_cookie", enabled=True, cookie_duration=86_400) if spec.sticky else None,
-                opts=child,
-            )
+                    port=spec.port,
+                    deregistration_delay=spec.shutdown_seconds,
+                    health_check=aws.lb.TargetGroupHealthCheckArgs(
+                        enabled=True,
+                        path=h.path,
+                        matcher=h.matcher,
+                        protocol="HTTP",
+                        port="traffic-port",
+                        interval=h.interval_seconds,
+                        timeout=h.timeout_seconds,
+                        healthy_threshold=h.healthy_threshold,
+                        unhealthy_threshold=h.unhealthy_threshold,
+                    ),
+                    stickiness=aws.lb.TargetGroupStickinessArgs(type="lb_cookie", enabled=True, cookie_duration=86_400) if spec.sticky else None,
+                    opts=child,
+                )
+
+            target_group = group("tg")
+            # "tg2": ELB allows 32 characters in a target group name; with Pulumi's 8-character suffix this fits
+            # keys of up to 20 (twinkle-facilitator is 19)
+            alternate = group("tg2") if shifting else None
             condition = (
                 aws.lb.ListenerRuleConditionArgs(host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(values=[d.hostname]))
                 if alb.https
@@ -301,11 +338,20 @@ class Service(pulumi.ComponentResource):
                 listener_arn=alb.listener_arn(d.key),
                 priority=alb.priority(d.key),
                 conditions=[condition],
-                actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=target_group.arn)],
-                opts=child,
+                actions=[_forward(target_group, alternate, sticky=spec.sticky)],
+                # ECS owns the weights of a traffic-shifting rule: every blue/green or canary deploy
+                # rewrites them (100/0 -> canary -> 0/100 on the first one, and back on the next), so the
+                # program ignores the rule's actions once it exists instead of putting 100/0 back, which
+                # would send all traffic to the stopped revision's empty group. ECS developer guide,
+                # "Application Load Balancer resources for blue/green, linear, and canary deployments"
+                # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/alb-resources-for-blue-green.html);
+                # the drift the weights cause otherwise: terraform-aws-modules/terraform-aws-alb#409.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["actions"] if alternate is not None else None),
             )
+            self.deploy_alarm_names = self._deploy_alarms(name, args, [target_group, *([alternate] if alternate else [])])
             self.url = alb.url(d.key)
             self.target_group_arn_suffix = target_group.arn_suffix
+            self.alternate_target_group_arn_suffix = alternate.arn_suffix if alternate is not None else None
 
         task = aws.ecs.TaskDefinition(
             f"{name}-task",
@@ -319,6 +365,11 @@ class Service(pulumi.ComponentResource):
             task_role_arn=task_role.arn,
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume_name(p)) for p, w in spec.writable_paths.items() if w.source == "image"] or None,
             container_definitions=self._containers(args, log_group.name, metrics_group.name if metrics_group else None),
+            # Keep the replaced revision ACTIVE: every change replaces the task definition, and without this
+            # the provider deregisters the old revision, which ECS then refuses for new deployments
+            # (DeregisterTaskDefinition: an INACTIVE revision cannot run new tasks or services), so
+            # `tools.ops rollback` and the console's "update to the previous revision" could not go back.
+            skip_destroy=True,
             opts=child,
         )
 
@@ -336,11 +387,27 @@ class Service(pulumi.ComponentResource):
             capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(capacity_provider=capacity_provider(c.spot), weight=1)],
             platform_version="LATEST",
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(subnets=args.subnet_ids, security_groups=[sg.id], assign_public_ip=False),
-            load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn, container_name=d.name, container_port=spec.port)]
+            load_balancers=[
+                aws.ecs.ServiceLoadBalancerArgs(
+                    target_group_arn=target_group.arn,
+                    container_name=d.name,
+                    container_port=spec.port,
+                    advanced_configuration=aws.ecs.ServiceLoadBalancerAdvancedConfigurationArgs(
+                        alternate_target_group_arn=alternate.arn,
+                        production_listener_rule=rule.arn,
+                        role_arn=args.alb.infrastructure_role_arn,
+                    )
+                    if alternate is not None and rule is not None and args.alb is not None
+                    else None,
+                )
+            ]
             if target_group
             else None,
             health_check_grace_period_seconds=grace,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
+            deployment_controller=aws.ecs.ServiceDeploymentControllerArgs(type="ECS"),  # traffic shifting needs ECS's own controller
+            deployment_configuration=aws.ecs.ServiceDeploymentConfigurationArgs(**deployment_configuration(args.deploy if web else DeployPreset())),
+            alarms=aws.ecs.ServiceAlarmsArgs(alarm_names=self.deploy_alarm_names, enable=True, rollback=True) if self.deploy_alarm_names else None,
             deployment_minimum_healthy_percent=0 if singleton else 100,
             deployment_maximum_percent=100 if singleton else 200,
             availability_zone_rebalancing="DISABLED" if singleton else "ENABLED",
@@ -350,10 +417,18 @@ class Service(pulumi.ComponentResource):
             wait_for_steady_state=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[*([rule] if rule else []), *self._ready, *args.secret_versions, *args.depends_on],
+                # the alarms ECS watches and the role it shifts traffic with exist before the service names them
+                depends_on=[
+                    *([rule] if rule else []),
+                    *self._alarms,
+                    *(args.alb.infrastructure_ready if alternate is not None and args.alb is not None else []),
+                    *self._ready,
+                    *args.secret_versions,
+                    *args.depends_on,
+                ],
                 # the autoscaler owns the running count; pulumi sets only the first one
                 ignore_changes=["desiredCount"] if autoscaled else None,
-                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m", delete="20m"),
+                custom_timeouts=pulumi.CustomTimeouts(create=(wait := steady_state_timeout(spec)), update=wait, delete="20m"),
             ),
         )
         if autoscaled:
@@ -420,6 +495,7 @@ class Service(pulumi.ComponentResource):
             collector = None
             if d.spec.otel_sidecar:
                 config = otel.collector_config(
+                    env=args.env,
                     system=d.system,
                     service_key=d.key,
                     metrics=d.spec.metrics,
@@ -448,6 +524,70 @@ class Service(pulumi.ComponentResource):
             )
 
         return inputs.apply(render)
+
+    def _deploy_alarms(self, name: str, args: ServiceArgs, groups: Sequence[aws.lb.TargetGroup]) -> list[str]:
+        """The two alarms ECS rolls a deploy back on, over every target group of the service: during a
+        canary both serve, and after a blue/green or canary deploy the traffic lives in the group the last
+        one moved it to. Each group's rate or p95 counts on its own (``MAX``), so a canary failing its
+        share of the requests fires even while the old revision keeps the overall rate low.
+
+        Named (``<env>-<key>-deploy-...``), since ECS takes alarm names, and created before the service.
+        They notify no one: ECS acts on them, the deployment fails (``pulumi up`` with it) and the
+        service's own alarms (components/observability.py) page. Metrics that are not reported in a
+        minute (no request, no error) count as 0, and no data at all as OK, so an idle group never
+        blocks a deploy."""
+        assert args.alb is not None
+        d, t = args.deployed, args.thresholds
+        minutes = args.deploy.alarm_minutes
+        lb = args.alb.arn_suffix
+
+        def metric(id_: str, group: aws.lb.TargetGroup, metric_name: str, stat: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=id_,
+                return_data=False,
+                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace="AWS/ApplicationELB",
+                    metric_name=metric_name,
+                    dimensions={"TargetGroup": group.arn_suffix, "LoadBalancer": lb},
+                    period=60,
+                    stat=stat,
+                ),
+            )
+
+        errors, latency, rates, p95s = [], [], [], []
+        for i, group in enumerate(groups):
+            errors += [
+                metric(f"e{i}", group, "HTTPCode_Target_5XX_Count", "Sum"),
+                metric(f"c{i}", group, "TargetConnectionErrorCount", "Sum"),
+                metric(f"r{i}", group, "RequestCount", "Sum"),
+            ]
+            rates.append(f"IF(FILL(r{i}, 0) > 0, 100 * (FILL(e{i}, 0) + FILL(c{i}, 0)) / FILL(r{i}, 0), 0)")
+            latency.append(metric(f"p{i}", group, "TargetResponseTime", "p95"))
+            p95s.append(f"FILL(p{i}, 0)")
+        signals = {
+            "5xx": (errors, rates, t.error_rate_percent, f"5xx above {t.error_rate_percent} % of a target group's requests"),
+            "p95": (latency, p95s, t.latency_p95_seconds, f"p95 response time above {t.latency_p95_seconds} s in a target group"),
+        }
+        names = []
+        for signal, (queries, series, threshold, what) in signals.items():
+            expression = series[0] if len(series) == 1 else f"MAX([{', '.join(series)}])"
+            alarm_name = f"{args.env}-{d.key}-deploy-{signal}"
+            self._alarms.append(
+                aws.cloudwatch.MetricAlarm(
+                    f"{name}-deploy-{signal}",
+                    name=alarm_name,
+                    alarm_description=f"{d.key} deploy: {what} for {minutes} min; ECS rolls the deployment back",
+                    comparison_operator="GreaterThanThreshold",
+                    threshold=threshold,
+                    evaluation_periods=minutes,
+                    datapoints_to_alarm=minutes,
+                    treat_missing_data="notBreaching",
+                    metric_queries=[*queries, aws.cloudwatch.MetricAlarmMetricQueryArgs(id="signal", label=signal, return_data=True, expression=expression)],
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            )
+            names.append(alarm_name)
+        return names
 
     def _autoscaling(self, name: str, args: ServiceArgs, minimum: int, maximum: int) -> None:
         child = pulumi.ResourceOptions(parent=self)
@@ -484,6 +624,26 @@ class Service(pulumi.ComponentResource):
             )
 
 
+def _forward(primary: aws.lb.TargetGroup, alternate: aws.lb.TargetGroup | None, *, sticky: bool) -> aws.lb.ListenerRuleActionArgs:
+    """The listener rule's action: forward to the service's group, or, where ECS shifts traffic, to both
+    groups weighted 100/0 (the production listener rule must name both: ECS developer guide,
+    "Application Load Balancer resources for blue/green, linear, and canary deployments"). A sticky
+    service keeps a client on one group for the cookie's day, so a canary does not bounce it between
+    revisions (ELB user guide, "Target group stickiness")."""
+    if alternate is None:
+        return aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=primary.arn)
+    return aws.lb.ListenerRuleActionArgs(
+        type="forward",
+        forward=aws.lb.ListenerRuleActionForwardArgs(
+            target_groups=[
+                aws.lb.ListenerRuleActionForwardTargetGroupArgs(arn=primary.arn, weight=100),
+                aws.lb.ListenerRuleActionForwardTargetGroupArgs(arn=alternate.arn, weight=0),
+            ],
+            stickiness=aws.lb.ListenerRuleActionForwardStickinessArgs(enabled=True, duration=86_400) if sticky else None,
+        ),
+    )
+
+
 def _tcp_rule(
     kind: type, name: str, group: pulumi.Input[str], peer: pulumi.Input[str], port: int, description: str, opts: pulumi.ResourceOptions
 ) -> pulumi.Resource:
@@ -506,6 +666,26 @@ def _tcp_rule(
 def revision_hash(values: Sequence[object]) -> str:
     """16 hex characters that change when any of ``values`` (secret version ids, rotation keys, an image) changes."""
     return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:16]
+
+
+ECS_STRATEGY = {"rolling": "ROLLING", "blue_green": "BLUE_GREEN", "canary": "CANARY"}
+
+
+def deployment_configuration(deploy: DeployPreset) -> dict[str, Any]:
+    """``deployment_configuration`` of the ECS service, as the provider takes it. Minutes are strings:
+    the provider's schema holds them as nullable integers (terraform-provider-aws
+    ``internal/service/ecs/service.go``, ``bake_time_in_minutes``: ``nullable.TypeNullableInt``), and
+    reads back what ECS stores, so the same values give no difference on the next ``pulumi up``.
+    ``rolling`` sends the strategy alone: ECS derives that bake from the alarms."""
+    out: dict[str, Any] = {"strategy": ECS_STRATEGY[deploy.strategy]}
+    if deploy.strategy == "rolling":
+        return out
+    out["bake_time_in_minutes"] = str(deploy.bake_minutes)
+    if deploy.strategy == "canary":
+        out["canary_configuration"] = aws.ecs.ServiceDeploymentConfigurationCanaryConfigurationArgs(
+            canary_percent=float(deploy.canary_percent), canary_bake_time_in_minutes=str(deploy.canary_minutes)
+        )
+    return out
 
 
 def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
@@ -591,6 +771,15 @@ def container_definitions(
     }
     if spec.command:
         app["command"] = list(spec.command)
+    if spec.container_health:
+        h = spec.container_health
+        app["healthCheck"] = {
+            "command": h.command(),
+            "interval": h.interval_seconds,
+            "timeout": h.timeout_seconds,
+            "retries": h.retries,
+            "startPeriod": h.start_period_seconds,
+        }
     if spec.port:
         # awsvpc: ECS stores hostPort = containerPort (and the provider compares it so, container_definitions.go)
         app["portMappings"] = [{"containerPort": spec.port, "hostPort": spec.port, "protocol": "tcp", "name": "http"}]

@@ -345,6 +345,61 @@ class WritablePath(Strict):
         return self
 
 
+class ContainerHealth(Strict):
+    """A health check ECS runs inside the app container (the task definition's ``healthCheck``; a Dockerfile
+    HEALTHCHECK is ignored by ECS). While it has not passed, the task does not count as healthy, so the
+    service's deploy is not finished and what starts after it waits (ECS API reference,
+    DeploymentConfiguration.minimumHealthyPercent: "If a task has one or more essential containers with a
+    health check defined, the service scheduler will wait for the task to reach a healthy status"). A
+    container that fails it ``retries`` times in a row is replaced. Exactly one of ``http`` and ``heartbeat``."""
+
+    http: str | None = Field(default=None, pattern=r"^/[\x21-\x7e]*$")
+    """Path probed on 127.0.0.1:``port`` with Node's fetch (in every Node image; curl and wget are not): healthy on a 2xx."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of ``http``."""
+    heartbeat: str | None = Field(default=None, pattern=r"^/[\x21-\x7e]*$")
+    """A file the app touches while it works: unhealthy when older than ``max_age_seconds``. Until the app
+    first writes it the check passes (an image that predates the contract is not restarted in a loop)."""
+    max_age_seconds: int = Field(default=180, ge=30, le=3600)
+    """heartbeat only: the oldest the file may be. Default: 180."""
+    interval_seconds: int = Field(default=30, ge=5, le=300)
+    """Seconds between checks (ECS: 5 to 300). Default: 30."""
+    timeout_seconds: int = Field(default=5, ge=2, le=60)
+    """Seconds one check may take (ECS: 2 to 60). Default: 5."""
+    retries: int = Field(default=3, ge=1, le=10)
+    """Failures in a row, after the start period, before the container is unhealthy (ECS: 1 to 10). Default: 3."""
+    start_period_seconds: int = Field(default=60, ge=0, le=300)
+    """Failures in this window after start do not count (ECS: 0 to 300). Default: 60."""
+    why: str = Field(min_length=1)
+    """What the check proves, from the guide."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ContainerHealth:
+        if (self.http is None) == (self.heartbeat is None):
+            raise ValueError("give exactly one of 'http' (with 'port') and 'heartbeat'")
+        if self.http is not None and self.port is None:
+            raise ValueError("'http' needs the 'port' the app serves it on")
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError("timeout_seconds must be less than interval_seconds")
+        return self
+
+    @property
+    def budget_seconds(self) -> int:
+        """Longest a starting container may stay unhealthy before ECS replaces it."""
+        return self.start_period_seconds + self.interval_seconds * self.retries
+
+    def command(self) -> list[str]:
+        """The ``healthCheck.command``: exec form (no shell), Node only."""
+        if self.http is not None:
+            script = f"fetch('http://127.0.0.1:{self.port}{self.http}').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+        else:
+            script = (
+                f"try{{process.exit(Date.now()-require('fs').statSync('{self.heartbeat}').mtimeMs<{self.max_age_seconds * 1000}?0:1)}}"
+                "catch(e){process.exit(e.code==='ENOENT'?0:1)}"
+            )
+        return ["CMD", "node", "-e", script]
+
+
 class Migration(Strict):
     """A one-off command run with the new image before the new version serves traffic."""
 
@@ -364,6 +419,11 @@ class Service(Strict):
     """Port the app listens on. Required for web services."""
     health: HealthCheck | None = None
     """Load-balancer health check. Required for web services."""
+    container_health: ContainerHealth | None = None
+    """A health check inside the container (a readiness gate, a worker's heartbeat). Default: none."""
+    deployment_schema_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    """Env var that receives a Postgres schema name unique to the image this deployment runs (Ponder's
+    DATABASE_SCHEMA: "Each deployment must use a different schema"). Default: none."""
     metrics: MetricsEndpoint | None = None
     """Prometheus endpoint scraped by the collector. Default: none."""
     env: dict[str, EnvValue] = {}
@@ -491,6 +551,10 @@ class RedisNeeds(Strict):
     """Eviction policy. BullMQ needs ``noeviction``; choose per app and say why in the catalog."""
     why: str
     """Why this policy (kept so reviewers do not have to re-derive it)."""
+    when: Literal["always", "scaled_out"] = "always"
+    """``scaled_out``: only where a web service of the system may run more than one task (aurum's guide,
+    "Horizontal Scaling": "Use Redis for session storage"); elsewhere the system has no Redis and no
+    service receives its ``REDIS_URL``. Default: always."""
     memory_gb: float | None = Field(default=None, gt=0, le=64)
     """GiB of data the app needs to keep in Redis (darwin: "1GB minimum"). A stack whose preset node type
     holds less (its ``maxmemory`` less the 25 % ElastiCache reserves by default) is refused. Default:
@@ -582,6 +646,17 @@ class System(Strict):
                 if problem := plain_env_problem(name, text) or setting.problem(text):
                     out.append((f"{key}.default{where}", problem))
         return out
+
+    def without_redis(self) -> System:
+        """This system where its Redis is not needed: no Redis, no secret derived from it."""
+        gone = {n for n, spec in self.secrets.items() if spec.derived_from == "redis"}
+        return self.model_copy(
+            update={
+                "redis": None,
+                "secrets": {n: spec for n, spec in self.secrets.items() if n not in gone},
+                "services": {n: svc.model_copy(update={"secrets": [x for x in svc.secrets if x not in gone]}) for n, svc in self.services.items()},
+            }
+        )
 
     def setting_receivers(self, name: str) -> list[str]:
         """Services that receive setting ``name``."""

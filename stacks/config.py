@@ -28,9 +28,10 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from . import edge, subnets
+from . import placeholders as stack_placeholders
 from .catalog import (
     PLACEHOLDER_PREFIX,
     EnvValue,
@@ -48,7 +49,7 @@ from .engine import EngineConfig, from_files
 from .errors import ConfigError, Problem, closest, did_you_mean, from_validation_error
 from .presets import PRESETS, PostgresPreset, Preset, RedisPreset, deep_merge
 from .regions import AWS_REGIONS, region_problem
-from .yamlio import Secure
+from .yamlio import Secure, read_yaml
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
 CERTIFICATES_PER_LISTENER = 25  # ALB's default quota of certificates per listener (the default one included)
@@ -128,6 +129,12 @@ class ImageRef:
         """What ``service.version`` and ``SENTRY_RELEASE`` report: the digest if pinned, else the tag."""
         return self.digest or self.tag or ""
 
+    def schema_name(self, prefix: str) -> str:
+        """A Postgres schema name for what this image runs: ``<prefix>_<first 12 hex of the digest>`` (or the
+        tag, lower-cased, other characters as ``_``). Unquoted identifiers: a-z, 0-9, _; at most 63 bytes."""
+        version = self.digest.removeprefix("sha256:")[:12] if self.digest else (self.tag or "latest")
+        return re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{version}".lower())[:63]
+
     def __str__(self) -> str:
         base = self.repository or ""
         return base + (f":{self.tag}" if self.tag and base else self.tag or "") + (f"@{self.digest}" if self.digest and base else self.digest or "")
@@ -203,6 +210,27 @@ def _engine_scalar(value: Any) -> Any:
     return str(value) if isinstance(value, int) else value
 
 
+class ExternalHost(Strict):
+    """A web service's host outside the platform domain (aurum's guide: ``api.aurumlabs.io``), served on the
+    same HTTPS listener with a certificate of its own (by SNI). Exactly one of ``hosted_zone_id`` and
+    ``certificate_arn``."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$", max_length=253)
+    """The full host name, e.g. ``api.aurumlabs.io``."""
+    hosted_zone_id: str | None = Field(default=None, pattern=r"^Z[A-Z0-9]{1,32}$")
+    """Route 53 zone of that name: a certificate for exactly this name is requested and DNS-validated there,
+    and an alias record to the load balancer is written there. Default: none."""
+    certificate_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$")
+    """An issued ACM certificate (this stack's region) that names this host; its DNS is yours: point it at the
+    stack output ``load_balancer_dns`` (CNAME, or an alias). Default: none."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExternalHost:
+        if (self.hosted_zone_id is None) == (self.certificate_arn is None):
+            raise ValueError("give exactly one of 'hosted_zone_id' (the program requests the certificate and writes the record) and 'certificate_arn'")
+        return self
+
+
 class SystemDeployment(Strict):
     """One system in this stack."""
 
@@ -215,8 +243,9 @@ class SystemDeployment(Strict):
     """Image per image name of the catalog entry: a tag or digest of our ECR repository, or a full reference."""
     env: dict[str, str] = {}
     """Non-secret env overrides for every service of the system (e.g. aurum's contract addresses)."""
-    hostnames: dict[Name, str] = {}
-    """Host per web service, overriding ``<service>.<system>``; a full name or a label under the domain."""
+    hostnames: dict[Name, str | ExternalHost] = {}
+    """Host per web service, overriding ``<service>.<system>``: a full name or a label under the domain, or
+    ``{name, hosted_zone_id | certificate_arn}`` for a name outside it (with its own certificate)."""
     set_out_of_band: list[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*(\.[a-z][a-z0-9-]*)?$")]] = []
     """External secrets whose value an operator put into Secrets Manager directly (console, CLI), one
     per line: ``NAME``, or ``NAME.<service>`` for a per-service one. The program never reads them; it
@@ -298,9 +327,13 @@ class KubernetesConfig(Strict):
     context: str | None = Field(default=None, min_length=1, max_length=253)
     """Context in the kubeconfig. Default: its current context."""
     cluster_security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{8,17}$")
-    """Security group of the cluster's nodes (or pods): Postgres and Redis admit it."""
+    """Security group the pods carry: the nodes' (with the VPC CNI's default), or the pods' own (security
+    groups for pods). Postgres and Redis admit it, and with ``ingress_class: alb`` it admits the load
+    balancer on each web port (the ALB sends to pod IPs). Required."""
     ingress_class: str = Field(default="alb", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)
-    """IngressClass of web services. ``alb`` adds the AWS Load Balancer Controller's annotations. Default: alb."""
+    """``alb``: web services sit behind the program's own ALB, WAF and alarms (as on ECS), and the cluster's AWS
+    Load Balancer Controller binds each Service to its target group (``TargetGroupBinding``). Another
+    class: an ``Ingress`` of that class per web service, and no ALB. Default: alb."""
     secrets: Literal["external-secrets", "kubernetes"] = "external-secrets"
     """``external-secrets``: an External Secrets Operator ``ExternalSecret`` per service reads Secrets Manager
     through the service's IAM role (IRSA); ``kubernetes``: a plain Secret written by Pulumi from the values
@@ -393,6 +426,8 @@ class DeployedService:
     """Services it starts after (or whose migration it needs) that are held themselves."""
     missing_image: str | None = None
     """``<system>/<image>:<tag or digest>`` when that image is not in our repository yet."""
+    external: ExternalHost | None = None
+    """Its host is outside the platform domain, with its own certificate (``hostnames`` object form)."""
     paused: bool = False
     """An operator paused it (``platform:systems.<s>.paused``): no task, no autoscaling, nothing else held."""
 
@@ -418,12 +453,12 @@ class DeployedSystem:
     """External secret name -> config paths that have a value (``secrets.<system>.<NAME>[.<service>]``)."""
     images: dict[str, ImageRef]
     rotate: dict[str, int]
+    placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Setting name -> its ``to-do:`` value: stands in for a value nobody has given yet (offline only)."""
 
     @property
     def name(self) -> str:
         return self.system.name
-    placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
-    """Setting name -> its ``to-do:`` value: stands in for a value nobody has given yet (offline only)."""
 
 
 def cache_usable_gib(node_type: str) -> float | None:
@@ -586,27 +621,27 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
     systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
     if sc.compute == "kubernetes" and sc.kubernetes is not None:
         _kubernetes_rules(sc.kubernetes, engine.secret_keys, systems, file)
-    hosts = [svc.hostname for system in systems.values() for svc in system.services.values() if svc.hostname]
+    web = [svc for system in systems.values() for svc in system.services.values() if svc.hostname]
+    hosts = [svc.hostname for svc in web if not svc.external]  # under the domain (or labels without one)
+    external_certificates = sum(1 for svc in web if svc.external)
     limit, why = (WEB_SERVICES_PER_ALB, "security group rules per direction (60)") if sc.domain else (LISTENERS_PER_ALB, "listeners per ALB (50)")
-    if len(hosts) > limit:
+    if len(web) > limit:
         raise ConfigError(
             [
                 Problem(
                     file,
                     f"{PROJECT}:systems",
-                    f"{len(hosts)} web services exceed what one load balancer takes ({limit}: {why}, AWS default quotas). "
+                    f"{len(web)} web services exceed what one load balancer takes ({limit}: {why}, AWS default quotas). "
                     "Split the systems over two stacks, or raise the quota",
                 )
             ]
         )
-    exposure = edge.exposure_problems(domain=sc.domain, web_services=len(hosts), compute=sc.compute, settings=preset.edge)
+    exposure = edge.exposure_problems(domain=sc.domain, web_services=len(web), compute=sc.compute, settings=preset.edge)
     if exposure:
         raise ConfigError([Problem(file, key, message) for key, message in exposure])
-    if sc.domain and sc.certificate_arn and (not sc.hosted_zone_id or sc.compute == "kubernetes"):
+    if sc.domain and sc.certificate_arn and not sc.hosted_zone_id:
         deep = [h for h in hosts if not edge.default_certificate_covers(h, sc.domain)]
         zone = "Set 'platform:hosted_zone_id' (the program then requests one certificate per host parent beside yours), or give"
-        if sc.compute == "kubernetes":
-            zone = "Give"  # the ingress controller serves the one certificate
         if deep:
             raise ConfigError(
                 [
@@ -619,13 +654,15 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
                     )
                 ]
             )
-    if sc.domain and sc.hosted_zone_id and 1 + len(scopes := edge.certificate_scopes(sc.domain, hosts)) > CERTIFICATES_PER_LISTENER:
+    scopes = edge.certificate_scopes(sc.domain, hosts) if sc.domain and sc.hosted_zone_id else []
+    if sc.domain and 1 + len(scopes) + external_certificates > CERTIFICATES_PER_LISTENER:
         raise ConfigError(
             [
                 Problem(
                     file,
                     f"{PROJECT}:domain",
-                    f"the HTTPS listener would need {1 + len(scopes)} certificates (one per host parent); an ALB takes "
+                    f"the HTTPS listener would need {1 + len(scopes) + external_certificates} certificates (one per host parent and per "
+                    "host outside the domain); an ALB takes "
                     f"{CERTIFICATES_PER_LISTENER} by default. Use hostnames directly under the domain, or raise the quota",
                 )
             ]
@@ -750,7 +787,8 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
         )
     if sc.recovery and sc.recovery.dr_region == region:
         problems.append(Problem(file, f"{PROJECT}:recovery.dr_region", f"must be another region than aws:region ({region})"))
-    if sc.domain and sc.compute == "ecs" and not (sc.hosted_zone_id or sc.certificate_arn):  # kubernetes: below
+    own_alb = sc.compute == "ecs" or sc.kubernetes is None or sc.kubernetes.ingress_class == "alb"  # the program's ALB serves the hosts
+    if sc.domain and own_alb and not (sc.hosted_zone_id or sc.certificate_arn):
         problems.append(
             Problem(
                 file,
@@ -775,34 +813,19 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
             )
         if sc.network.existing is None:
             problems.append(Problem(file, f"{PROJECT}:network.existing", "required with 'compute: kubernetes': the ids of the cluster's VPC and subnets"))
-        # On the cluster the AWS Load Balancer Controller makes the load balancer from the Ingresses; this
-        # program requests no certificate and writes no DNS record for it (external-dns can, from the
-        # Ingress hosts: kubernetes-sigs/external-dns docs/tutorials/aws-load-balancer-controller.md).
-        records = (
-            "DNS records are not created either: the cluster's external-dns writes them from the Ingress hosts, "
-            "or create them by hand (an alias or CNAME to the load balancer's DNS name)"
-        )
-        if sc.hosted_zone_id:
+        # With ingress_class alb the program's own ALB serves the hosts, as on ECS: the domain rules above
+        # apply (a zone for certificates and records, or an issued certificate). Another class: the
+        # cluster's ingress controller serves them, so neither a zone nor a certificate is used here.
+        if sc.hosted_zone_id and not own_alb:
             problems.append(
                 Problem(
                     file,
                     f"{PROJECT}:hosted_zone_id",
-                    "not used with 'compute: kubernetes': nothing requests a certificate or writes records in it there. Remove it and "
-                    f"set 'platform:certificate_arn' to an issued ACM certificate for the domain and one label under it. {records}",
+                    "only applies with 'kubernetes.ingress_class: alb' (the program's load balancer); the cluster's ingress controller "
+                    "serves the hosts of another class, and its records come from the cluster's external-dns or by hand. Remove this key",
                 )
             )
-        alb = sc.kubernetes is None or sc.kubernetes.ingress_class == "alb"
-        if sc.domain and alb and not sc.certificate_arn:
-            problems.append(
-                Problem(
-                    file,
-                    f"{PROJECT}:certificate_arn",
-                    f"required with 'platform:domain' on 'compute: kubernetes': the ARN of an issued ACM certificate in {region} for "
-                    f"{sc.domain} and *.{sc.domain} (every web host one label under the domain), which the load balancer serves; "
-                    f"none is requested on the cluster. {records}. Or remove 'platform:domain' (HTTP on the load balancer's name)",
-                )
-            )
-        if sc.certificate_arn and not alb:
+        if sc.certificate_arn and not own_alb:
             problems.append(
                 Problem(
                     file,
@@ -879,6 +902,32 @@ def _network(net: NetworkConfig, preset: Preset, region: str, file: str) -> tupl
     try:
         return azs, subnets.plan_subnets(net.cidr, count)
     except ValueError as err:
+        raise ConfigError([Problem(file, f"{key}.cidr", str(err))]) from None
+
+
+def _resolve_env(values: dict[str, EnvValue], env: str) -> dict[str, str]:
+    out = {}
+    for name, value in values.items():
+        resolved = value if isinstance(value, str) else value.for_env(env)
+        if resolved is not None:
+            out[name] = resolved
+    return out
+
+
+def web_task_ceiling(spec: Any, compute: Any) -> int:
+    """Most tasks a web service may run in this preset: its floor, or its autoscaling ceiling
+    (``components/service.py`` ``task_counts`` for a service nothing holds)."""
+    minimum = spec.scaling.min_tasks or compute.web_min_tasks
+    if not (compute.autoscaling and spec.scaling.autoscale):
+        return minimum
+    return max(minimum, spec.scaling.max_tasks or compute.web_max_tasks)
+
+
+def scales_out(system: System, preset: Preset) -> bool:
+    """True when a web service of ``system`` may run more than one task in ``preset``."""
+    return any(web_task_ceiling(svc, preset.compute) > 1 for svc in system.services.values() if svc.kind is ServiceKind.web)
+
+
 def _settings(system: System, dep: SystemDeployment, env: str, key: str, file: str, problems: list[Problem]) -> tuple[dict[str, str], dict[str, str]]:
     """The system's declared settings for this environment: (name -> value, name -> placeholder). A
     required setting with neither a stack value nor a default for ``env`` is a problem naming the guide."""
@@ -907,30 +956,31 @@ def _settings(system: System, dep: SystemDeployment, env: str, key: str, file: s
     return values, placeholders
 
 
-def placeholder_problems(cfg: PlatformConfig) -> list[Problem]:
-    """Every ``to-do:`` value of the stack, as the problem a real preview or up stops on."""
+def placeholders(cfg: PlatformConfig, project_dir: Path) -> list[tuple[str, str, str]]:
+    """``(key, value, why)`` for every value of the stack that stands in for a real one (:mod:`stacks.placeholders`):
+    ``to-do:`` settings, example domains, zones and emails, the documentation's account, made-up digests."""
+    config = {f"{PROJECT}:{k}": v for k, v in cfg.stack_config.model_dump(mode="json", exclude_defaults=True).items()}
+    tags = []
+    for path in sorted(project_dir.glob("Pulumi.*.yaml")):
+        try:
+            systems = (read_yaml(path) or {}).get("config", {}).get(f"{PROJECT}:systems") or {}
+        except ConfigError:
+            continue  # another stack's broken file is that stack's problem
+        tags += [ref for dep in systems.values() if isinstance(dep, dict) for ref in (dep.get("images") or {}).values() if isinstance(ref, str)]
+    found = []
+    for key, value, why in stack_placeholders.find(config, tags):
+        m = re.fullmatch(rf"{PROJECT}:systems\.([a-z0-9-]+)\.env\.([A-Z0-9_]+)", key)
+        setting = cfg.systems[m[1]].system.settings.get(m[2]) if m and m[1] in cfg.systems else None
+        found.append((key, value, f"{why}: {setting.description}" if setting else why))
+    return found
+
+
+def placeholder_problems(cfg: PlatformConfig, project_dir: Path) -> list[Problem]:
+    """Every placeholder of the stack, as the problem a real preview or up stops on."""
     return [
-        Problem(
-            cfg.file,
-            f"{PROJECT}:systems.{name}.env.{setting}",
-            f"still a placeholder ({value!r}): {system.system.settings[setting].description}. Give the real value "
-            f"(`pulumi config set --path '{PROJECT}:systems.{name}.env.{setting}' <value>`); the offline plan lists every placeholder",
-        )
-        for name, system in cfg.systems.items()
-        for setting, value in system.placeholders.items()
+        Problem(cfg.file, key, f"{value!r} is {why}. Give the real value before a real run; the offline plan lists every placeholder")
+        for key, value, why in placeholders(cfg, project_dir)
     ]
-
-
-        raise ConfigError([Problem(file, f"{key}.cidr", str(err))]) from None
-
-
-def _resolve_env(values: dict[str, EnvValue], env: str) -> dict[str, str]:
-    out = {}
-    for name, value in values.items():
-        resolved = value if isinstance(value, str) else value.for_env(env)
-        if resolved is not None:
-            out[name] = resolved
-    return out
 
 
 def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: dict, preset: Preset, env: str, file: str) -> dict[str, DeployedSystem]:
@@ -953,6 +1003,8 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
         if system is None:
             problems.append(Problem(file, f"{key}.{sname}", f"unknown system '{sname}'; the catalog has: {', '.join(sorted(catalog))}"))
             continue
+        if system.redis and system.redis.when == "scaled_out" and not scales_out(system, preset):
+            system = system.without_redis()
         images: dict[str, ImageRef] = {}
         for image_name in system.images:
             if image_name not in dep.images:
@@ -999,8 +1051,6 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                         f"{problem}: declare it in stacks/apps/{sname}.yaml 'secrets' and set it with `pulumi config set --secret`",
                     )
                 )
-        settings, placeholders = _settings(system, dep, env, f"{key}.{sname}.env", file, problems)
-
             elif var == "PORT" and (
                 ports := {f"{n} listens on {s.port}" for n, s in system.services.items() if s.kind is ServiceKind.web and str(s.port) != dep.env[var]}
             ):
@@ -1013,9 +1063,26 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     )
                 )
 
+        settings, placeholders = _settings(system, dep, env, f"{key}.{sname}.env", file, problems)
+
         for svc_name, host in dep.hostnames.items():
             hkey = f"{key}.{sname}.hostnames.{svc_name}"
             svc = system.services.get(svc_name)
+            if isinstance(host, ExternalHost):
+                if svc is None or svc.kind is not ServiceKind.web:
+                    problems.append(Problem(file, hkey, f"'{svc_name}' is not a web service of {sname}; only web services have a hostname"))
+                elif not sc.domain or sc.compute != "ecs":
+                    problems.append(
+                        Problem(
+                            file,
+                            hkey,
+                            "a host outside the platform domain is served on the HTTPS listener, which needs 'platform:domain' (and ECS "
+                            "compute); set the domain, or give a label",
+                        )
+                    )
+                elif edge.is_under(host.name, sc.domain):
+                    problems.append(Problem(file, f"{hkey}.name", f"'{host.name}' is under '{sc.domain}': write it as a label, '{host.name}'"))
+                continue
             if svc is None:
                 problems.append(Problem(file, hkey, f"unknown service '{svc_name}' of {sname}; its services are: {', '.join(system.services)}"))
             elif svc.kind is not ServiceKind.web:
@@ -1079,10 +1146,12 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
         held = _held(system, {name: bool(paths) for name, paths in missing.items()})
         services: dict[str, DeployedService] = {}
         for svc_name, svc in system.services.items():
-            hostname = None
+            hostname = outside = None
             if svc.kind is ServiceKind.web:
-                label = dep.hostnames.get(svc_name) or svc.hostname or f"{svc_name}.{sname}"
-                hostname = label if not sc.domain or edge.is_under(label, sc.domain) else f"{label}.{sc.domain}"
+                given = dep.hostnames.get(svc_name)
+                outside = given if isinstance(given, ExternalHost) else None
+                label = outside.name if outside else given or svc.hostname or f"{svc_name}.{sname}"
+                hostname = label if not sc.domain or outside or edge.is_under(label, sc.domain) else f"{label}.{sc.domain}"
                 if len(hostname) > 253:
                     problems.append(
                         Problem(
@@ -1108,6 +1177,8 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     platform_env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sc.kubernetes.otel_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
                 given = {n: v for n, v in dep.env.items() if n not in system.settings}  # undeclared overrides: every service
                 mine = {n: v for n, v in settings.items() if svc_name in system.setting_receivers(n)}
+                if svc.deployment_schema_env:  # a new image is a new deployment: a fresh schema (Ponder)
+                    platform_env[svc.deployment_schema_env] = images[image_name].schema_name(svc_name)
                 env_vars = {**platform_env, **_resolve_env(system.env, env), **_resolve_env(svc.env, env), **given, **mine}
                 services[svc_name] = DeployedService(
                     sname,
@@ -1120,6 +1191,7 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     missing[svc_name],
                     held[svc_name],
                     paused=svc_name in dep.paused,
+                    external=outside,
                 )
         deployed[sname] = DeployedSystem(system, services, external, images, dict(dep.rotate), placeholders)
     if problems:

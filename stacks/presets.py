@@ -123,6 +123,31 @@ class ComputePreset(Strict):
     so a write the app should not make is caught before prod. Not allowed in a production preset."""
 
 
+class DeployPreset(Strict):
+    """How a new revision of a web service replaces the old one, and what rolls it back
+    (components/service.py, "Deploys"). Every web service, whatever the strategy, has two deployment
+    alarms (5xx rate and p95 response time, the thresholds of ``observability``) that ECS watches
+    during the deploy and its bake time and rolls the service back on. Workers and singletons have no
+    load balancer: they roll, and only the circuit breaker rolls them back."""
+
+    strategy: Literal["rolling", "blue_green", "canary"] = "rolling"
+    """``rolling``: new tasks replace old ones behind the same target group, then ECS bakes for as long
+    as its alarms need to evaluate (ECS derives it; fast). ``blue_green``: the new revision starts in
+    the alternate target group, all traffic moves at once, the old tasks stay ``bake_minutes``.
+    ``canary``: ``canary_percent`` of the traffic first, for ``canary_minutes``, then all of it, then
+    ``bake_minutes`` before the old tasks go. Default: rolling (dev); staging and prod: canary."""
+    canary_percent: float = Field(default=10, ge=0.1, le=100)
+    """Share of the requests the new revision gets first (``canary`` only). Default: 10."""
+    canary_minutes: int = Field(default=5, ge=0, le=1440)
+    """Minutes the canary share runs before the rest of the traffic moves (``canary`` only). Default: 5; staging 3."""
+    bake_minutes: int = Field(default=10, ge=0, le=1440)
+    """Minutes the old revision keeps running, ready to take the traffic back, after all traffic has
+    moved (``blue_green`` and ``canary``; a rolling deploy's bake is ECS's own). Default: 10; staging 5."""
+    alarm_minutes: int = Field(default=3, ge=1, le=10)
+    """Minutes in a row the deployment alarms must see a bad 5xx rate or p95 before ECS rolls back.
+    Default: 3."""
+
+
 class LogsPreset(Strict):
     retention_days: int = 7
     """CloudWatch Logs retention. Default: 7; staging 30; prod 365."""
@@ -275,6 +300,7 @@ class Preset(Strict):
     edge: EdgePreset = EdgePreset()
     observability: ObservabilityPreset = ObservabilityPreset()
     budget: BudgetPreset = BudgetPreset()
+    deploy: DeployPreset = DeployPreset()
     acknowledge_unprotected_data: bool = False
     """Must be true for a preset with ``require_digests`` (prod) to turn off Postgres deletion protection,
     a final snapshot (Postgres or Redis) or ``security.protect_state``."""
@@ -318,6 +344,8 @@ PRESETS: dict[str, dict] = {
         "redis": {"node_type": "cache.t4g.small", "snapshot_retention_days": 3},
         "compute": {"web_min_tasks": 2, "web_max_tasks": 2},
         "logs": {"retention_days": 30},
+        # the same path as prod, shorter, so a promotion exercises it before prod does
+        "deploy": {"strategy": "canary", "canary_minutes": 3, "bake_minutes": 5},
     },
     "prod": {
         "network": {"az_count": 3, "nat": "per_az", "flow_log_traffic": "ALL"},
@@ -339,6 +367,7 @@ PRESETS: dict[str, dict] = {
         "logs": {"retention_days": 365},
         "security": {"kms_deletion_window_days": 30, "secret_recovery_days": 30, "protect_state": True},
         "edge": {"deletion_protection": True, "access_log_days": 365},
+        "deploy": {"strategy": "canary"},
     },
 }
 

@@ -296,7 +296,8 @@ def test_more_web_services_than_one_load_balancer_takes(project):
 
     darwin = load_catalog()["darwin"]
     catalog = {f"sys{i:02d}": System.model_validate({**darwin.model_dump(exclude_none=True), "name": f"sys{i:02d}"}) for i in range(51)}
-    project_dir = project("dev", lambda c: c.update({"platform:systems": {name: {"images": {"app": "1.0.0"}} for name in catalog}}))
+    systems = {name: {"images": {"app": "1.0.0"}, "env": {"METRICS_ENDPOINT": "https://metrics.invalid/x"}} for name in catalog}
+    project_dir = project("dev", lambda c: c.update({"platform:systems": systems}))
     # WHEN loaded, THEN one message says which quota and what to do
     with pytest.raises(ConfigError) as info:
         load_platform("test", project_dir, catalog=catalog)
@@ -407,7 +408,7 @@ ROUND_2 = {
     ),
     "secret-looking name in plain env": (
         "dev",
-        lambda c: c["platform:systems"]["darwin"].update(env={"GITHUB_TOKEN": "abc"}),
+        lambda c: c["platform:systems"]["darwin"]["env"].update(GITHUB_TOKEN="abc"),
         "platform:systems.darwin.env.GITHUB_TOKEN",
         "named like a secret",
     ),
@@ -419,7 +420,7 @@ ROUND_2 = {
     ),
     "PORT other than the service's": (
         "dev",
-        lambda c: c["platform:systems"]["darwin"].update(env={"PORT": "8080"}),
+        lambda c: c["platform:systems"]["darwin"]["env"].update(PORT="8080"),
         "platform:systems.darwin.env.PORT",
         "'8080' contradicts the catalog (app listens on 3000",
     ),

@@ -43,11 +43,15 @@ def test_each_environment_has_a_monthly_budget_on_its_tag(plans, stack):
     assert (i["name"], i["budgetType"], i["timeUnit"]) == (f"platform-{env}", "COST", "MONTHLY")
     assert i["costFilters"] == [{"name": "TagKeyValue", "values": [f"user:environment${env}"]}]
     assert i["costTypes"] == {"includeCredit": False, "includeRefund": False, "includeTax": False, "includeSupport": False}
-    # an actual alert at 80 and 100 %, a forecast one at 100 %, each to the environment's alarm topic
-    topic = cap.one("aws:sns/topic:Topic")
+    # an actual alert at 80 and 100 %, a forecast one at 100 %, each to the environment's warning topic
+    # (a cost alert pages nobody: docs/operating.md, "Alarms")
+    topic = cap.one("aws:sns/topic:Topic", "alarms-warning-topic")
     alerts = sorted((n["notificationType"], n["threshold"]) for n in i["notifications"])
     assert alerts == [("ACTUAL", 80.0), ("ACTUAL", 100.0), ("FORECASTED", 100.0)]
-    assert all(n["subscriberSnsTopicArns"] == [cap.outputs["alarm_topic_arn"]] for n in i["notifications"])
+    warning = cap.outputs["alarm_topic_arns"]["warning"]
+    assert warning != cap.outputs["alarm_topic_arns"]["critical"]
+    assert all(n["subscriberSnsTopicArns"] == [warning] for n in i["notifications"])
+    assert b.property_dependencies["notifications"] == [topic.urn]
     assert all((n["comparisonOperator"], n["thresholdType"]) == ("GREATER_THAN", "PERCENTAGE") for n in i["notifications"])
     # created after everything of the topic component (the SDK expands a component in depends_on to its
     # children), so after whatever access policy it holds
@@ -126,6 +130,11 @@ def test_aws_budgets_may_publish_to_the_encrypted_alarm_topic(plans):
 def test_the_alarm_topic_policy_keeps_snss_default_owner_statement(plans):
     """A topic policy replaces SNS's default one; CloudWatch alarms and RDS events of this account publish
     through its owner statement (AWS:SourceOwner), so it must stay."""
-    (owner,) = [s for s in _statements(plans["prod"], "aws:sns/topicPolicy:TopicPolicy", "policy") if s.get("Sid") == "AccountOwner"]
-    assert owner["Principal"] == {"AWS": "*"} and "SNS:Publish" in owner["Action"]
-    assert owner["Condition"] == {"StringEquals": {"AWS:SourceOwner": "123456789012"}}
+    cap = plans["prod"]
+    # both priorities' topics: alarms publish to each, RDS events to the critical one
+    for name in ("alarms", "alarms-warning"):
+        policy = cap.one("aws:sns/topicPolicy:TopicPolicy", f"{name}-policy")
+        assert cap.one("aws:sns/topic:Topic", f"{name}-topic").urn in policy.property_dependencies["arn"]
+        (owner,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if s.get("Sid") == "AccountOwner"]
+        assert owner["Principal"] == {"AWS": "*"} and "SNS:Publish" in owner["Action"]
+        assert owner["Condition"] == {"StringEquals": {"AWS:SourceOwner": "123456789012"}}

@@ -79,14 +79,17 @@ def test_starkdca_one_image_two_commands_cron_off_in_api():
     assert {s.user for s in stark.services.values()} == {"1001:1001"}
     generated = {n for n, s in stark.secrets.items() if s.source is SecretSource.generated}
     assert generated == {"JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET"}
-    assert "EXECUTOR_PRIVATE_KEY" not in stark.services["api"].secrets
+    # "The only difference is the start command": the same secrets for both
+    assert stark.services["api"].secrets == stark.services["worker"].secrets
 
 
-def test_aurum_websocket_metrics_and_no_redis():
+def test_aurum_websocket_metrics_and_a_session_store_when_scaled_out():
     aurum = CATALOG["aurum"]
     api = aurum.services["api"]
     assert api.sticky and api.long_lived_connections and api.metrics.port == 9090
-    assert aurum.redis is None and aurum.postgres.min_major == 14
+    # "Horizontal Scaling: Use Redis for session storage": only where the API scales out
+    assert aurum.redis.when == "scaled_out" and aurum.without_redis().redis is None and aurum.postgres.min_major == 14
+    assert "REDIS_URL" in api.secrets and "REDIS_URL" not in aurum.without_redis().services["api"].secrets
     assert aurum.services["indexer"].command == ["npm", "run", "indexer"]
     assert aurum.migration.command == ["npm", "run", "migrate"]
     assert aurum.env["CORS_ORIGIN"].for_env("prod") == "https://app.aurumlabs.io"

@@ -22,10 +22,10 @@ RDS = "aws:rds/instance:Instance"
 REDIS = "aws:elasticache/replicationGroup:ReplicationGroup"
 SECRET = "aws:secretsmanager/secret:Secret"
 SYSTEMS_WITH_DB = {"twinkle", "offerhub", "starkdca", "aurum", "darwin"}
-SYSTEMS_WITH_CACHE = {"twinkle", "offerhub", "starkdca", "darwin"}
+SYSTEMS_WITH_CACHE = {"twinkle", "offerhub", "starkdca", "darwin", "aurum"}  # aurum's: its session store where the API scales out
 
 
-def test_one_database_per_system_and_one_cache_except_aurum(prod):
+def test_one_database_and_one_cache_per_system(prod):
     assert {r.inputs["identifier"].removesuffix("-prod") for r in prod.of_type(RDS)} == SYSTEMS_WITH_DB
     assert {r.inputs["replicationGroupId"].removesuffix("-prod") for r in prod.of_type(REDIS)} == SYSTEMS_WITH_CACHE
 
@@ -444,12 +444,14 @@ def test_rds_events_reach_the_alarm_topic(plans):
     from components.postgres import EVENT_CATEGORIES
 
     prod = plans["prod"]
-    topic = prod.one("aws:sns/topic:Topic").urn
+    # RDS events are critical (docs/operating.md, "Alarms"): the critical topic, not the warning one
+    topic = prod.one("aws:sns/topic:Topic", "alarms-topic").urn
     subs = {s.inputs["sourceIds"][0]: s for s in prod.of_type("aws:rds/eventSubscription:EventSubscription")}
-    # THEN every instance sends its failover, low-storage, maintenance, backup and failure events to the alarm topic
+    # THEN every instance sends its failover, low-storage, maintenance, backup and failure events to the critical topic
     assert set(subs) == {db.inputs["identifier"] for db in prod.of_type(RDS)}
     for sub in subs.values():
-        assert sub.inputs["sourceType"] == "db-instance" and topic in sub.property_dependencies["snsTopic"]
+        assert sub.inputs["sourceType"] == "db-instance" and sub.property_dependencies["snsTopic"] == [topic]
+        assert sub.inputs["snsTopic"] == prod.outputs["alarm_topic_arns"]["critical"]
         assert {"failover", "low storage", "maintenance", "backup", "failure"} <= set(sub.inputs["eventCategories"])
     # the categories RDS knows for a DB instance (RDS user guide, "Amazon RDS event categories and event messages")
     known = {"availability", "backup", "configuration change", "creation", "deletion", "failover", "failure", "low storage",

@@ -178,7 +178,10 @@ IAM_PREFIX = {
     "elasticache": "elasticache", "iam": "iam", "kms": "kms", "lambda": "lambda", "lb": "elasticloadbalancing", "rds": "rds",
     "route53": "route53", "s3": "s3", "scheduler": "scheduler", "secretsmanager": "secretsmanager", "sns": "sns", "vpc": "ec2", "wafv2": "wafv2",
 }  # fmt: skip
-CLOUDWATCH_PREFIX = {"logGroup": "logs", "logResourcePolicy": "logs", "logMetricFilter": "logs", "metricAlarm": "cloudwatch", "dashboard": "cloudwatch"}
+CLOUDWATCH_PREFIX = {
+    "logGroup": "logs", "logResourcePolicy": "logs", "logMetricFilter": "logs", "metricAlarm": "cloudwatch", "dashboard": "cloudwatch",
+    "eventRule": "events", "eventTarget": "events",  # EventBridge, the former CloudWatch Events (components/alerting.py)
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])

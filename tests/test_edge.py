@@ -342,7 +342,8 @@ def test_outputs_urls_webhooks_and_names(prod):
         "offerhub-api": {
             "airtm": "https://api.offerhub.example.com/api/v1/webhooks/airtm",
             "trustless-work": "https://api.offerhub.example.com/api/v1/webhooks/trustless-work",
-        }
+        },
+        "darwin-app": {"helius": "https://app.darwin.example.com/api/webhook/helius"},
     }
     assert prod.outputs["cluster_name"] == "platform-prod"
     assert len(prod.outputs["service_names"]) == 10
@@ -553,7 +554,7 @@ def test_the_logging_request_is_what_waf_accepts(prod, change, expected):
     logging = prod.one(WAF_LOGGING)
     rewrite = awsshapes.arn_rewriter(prod)
     assert awsshapes.problems(prod, logging, rewrite) == []
-    assert awsshapes.problems(prod, prod.one(LOG_POLICY), rewrite) == []
+    assert awsshapes.problems(prod, prod.one(LOG_POLICY, "alb-waf-logs-delivery"), rewrite) == []
     # WHEN the destination or a redacted field is one WAF refuses, THEN the check says so
     inputs = copy.deepcopy(logging.inputs)
     change(inputs)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 
 from components import postgres
 from components.kubernetes import SUPPORTED_VERSIONS
-from stacks.catalog import load_catalog
+from stacks.catalog import ServiceKind, load_catalog
 from stacks.config import load_platform
 from stacks.errors import ConfigError
 from tests.conftest import ROOT, load_stack_yaml, plan, plan_released, set_every_secret
@@ -20,7 +22,20 @@ STACK = "staging-eks"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 JOB = "kubernetes:batch/v1:Job"
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+SERVICE = "kubernetes:core/v1:Service"
+TGB = "kubernetes:elbv2.k8s.aws/v1beta1:TargetGroupBinding"
+TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
+LISTENER_RULE = "aws:lb/listenerRule:ListenerRule"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ESO = "external-secrets.io"
+CUSTOM = (ESO, "elbv2.k8s.aws")
+"""API groups of custom resources: no built-in schema, so ``kubernetes-validate`` does not know them."""
+CLUSTER_GROUP = "sg-0123456789abcdef0"
+TGB_SCHEMA = Path(__file__).parent / "crds" / "targetgroupbinding-v1beta1.json"
+WEB = ("twinkle/api", "twinkle/facilitator", "offerhub/api", "starkdca/api", "aurum/api", "darwin/app")
+ECS_ONLY_ALARMS = ("-not-running", "-deploy-5xx", "-deploy-p95")
+"""Alarm name endings with no Kubernetes equivalent (README, "Kubernetes instead of ECS"): a singleton's
+running-task count (ECS Container Insights), and the alarms ECS rolls a deployment back on."""
 REQUIRED_LABELS = {"app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "platform/environment"}
 WORKLOAD_LABELS = REQUIRED_LABELS | {"app.kubernetes.io/name", "app.kubernetes.io/version"}
 
@@ -32,9 +47,41 @@ def eks(tmp_path_factory):
 
 
 def kube_objects(cap, *, custom: bool = False):
-    """Captured Kubernetes objects; the External Secrets CRDs only with ``custom``."""
+    """Captured Kubernetes objects: the built-in kinds, or with ``custom`` the custom resources (External
+    Secrets, the load balancer controller's TargetGroupBinding)."""
     out = [r for r in cap.resources if r.type.startswith("kubernetes:") and r.custom]
-    return [r for r in out if (ESO in r.type) == custom] if not custom else [r for r in out if ESO in r.type]
+    return [r for r in out if any(group in r.type for group in CUSTOM) == custom]
+
+
+def strict(schema):
+    """A CRD's structural schema as the API server applies it with strict field validation (the default of
+    ``kubectl`` since 1.27): an object with ``properties`` refuses any other field, unless it keeps unknown
+    fields or names ``additionalProperties`` itself."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items() if k != "$comment"}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def tgb_validator():
+    """The TargetGroupBinding schema vendored from the controller's helm chart (``tests/crds/``, source in the file)."""
+    schema = strict(json.loads(TGB_SCHEMA.read_text()))
+    return jsonschema.Draft7Validator(schema)
+
+
+def monitoring_alarms(cap) -> set[str]:
+    """The platform's alarms (components/observability.py: each system's ``<system>-monitoring`` and the load
+    balancer's ``alb-monitoring``) and the deploy alarms ECS rolls back on. Not the apps' own alarms
+    (components/alerting.py, ``<system>-alerting``), which are wired for ECS only so far."""
+    return {r.name for r in cap.of_type(ALARM) if cap.top_component(r.urn).endswith("-monitoring") or r.name.endswith(ECS_ONLY_ALARMS)}
+
+
+def web_keys():
+    return [w.replace("/", "-") for w in WEB]
 
 
 def pod_specs(cap):
@@ -74,7 +121,7 @@ def released(mutate=None):
 def test_every_object_passes_kubernetes_validate_strict(eks, version):
     objects = kube_objects(eks)
     kinds = {r.inputs["kind"] for r in objects}
-    assert kinds >= {"Namespace", "ServiceAccount", "Deployment", "Job", "Service", "Ingress", "PodDisruptionBudget"}
+    assert kinds >= {"Namespace", "ServiceAccount", "Deployment", "Job", "Service", "PodDisruptionBudget"}
     for r in objects:
         kubernetes_validate.validate(r.inputs, f"{version}.0", strict=True)
 
@@ -106,6 +153,20 @@ def test_darwin_probes_and_resources_from_its_guide(eks):
     assert deployment(eks, "darwin-staging", "app").inputs["spec"]["replicas"] == 3  # "Instance 1, 2, 3"
 
 
+def test_container_checks_become_probes_and_the_indexer_gates_the_api(eks):
+    # twinkle's guide, "Service Startup Order": the API starts after the indexer; Ponder's /ready says the
+    # backfill is done. On Kubernetes a readiness probe holds the indexer's rollout without restarting it,
+    # and the API's Deployment waits for that rollout (pulumi-kubernetes awaits a Deployment's readiness).
+    indexer = deployment(eks, "twinkle-staging", "indexer")
+    app = indexer.inputs["spec"]["template"]["spec"]["containers"][0]
+    assert app["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 42069} and "livenessProbe" not in app
+    assert indexer.urn in deployment(eks, "twinkle-staging", "api").dependencies
+    assert int(indexer.options["customTimeouts"]["create"].removesuffix("m")) * 60 > 300 + 300 * 10
+    # starkdca's worker: its heartbeat is a liveness check, as ECS's container check replaces a stuck task
+    worker = deployment(eks, "starkdca-staging", "worker").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert worker["livenessProbe"]["exec"]["command"][:2] == ["node", "-e"] and "/tmp/worker-heartbeat" in worker["livenessProbe"]["exec"]["command"][2]
+
+
 def test_every_web_service_probes_its_own_health_path(eks):
     catalog = load_catalog()
     for r in eks.of_type(DEPLOYMENT):
@@ -114,6 +175,8 @@ def test_every_web_service_probes_its_own_health_path(eks):
         container = r.inputs["spec"]["template"]["spec"]["containers"][0]
         if spec.health:
             assert container["readinessProbe"]["httpGet"]["path"] == spec.health.path
+        elif spec.container_health and spec.container_health.http:  # a readiness gate (Ponder's /ready), no port
+            assert container["readinessProbe"]["httpGet"]["path"] == spec.container_health.http and "ports" not in container
         else:
             assert "readinessProbe" not in container and "ports" not in container
 
@@ -267,20 +330,116 @@ def test_plain_secret_mode_needs_every_external_value(project):
 # ------------------------------------------------------------------ web, scaling, migrations, data
 
 
-def test_web_services_get_service_ingress_and_disruption_budget(eks):
-    ingresses = {r.inputs["metadata"]["namespace"] + "/" + r.inputs["metadata"]["name"]: r.inputs for r in eks.of_type(INGRESS)}
-    web = ("twinkle/api", "twinkle/facilitator", "offerhub/api", "starkdca/api", "aurum/api", "darwin/app")
-    assert set(ingresses) == {w.replace("/", "-staging/") for w in web}
-    darwin = ingresses["darwin-staging/app"]
-    notes = darwin["metadata"]["annotations"]
-    assert darwin["spec"]["ingressClassName"] == "alb"
-    assert darwin["spec"]["rules"][0]["host"] == "darwin-app.k8s.staging.example.com"  # one label under the domain: the certificate covers it
-    assert notes["alb.ingress.kubernetes.io/healthcheck-path"] == "/api/health"
-    assert notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
-    assert notes["alb.ingress.kubernetes.io/ssl-redirect"] == "443" and "TLS13" in notes["alb.ingress.kubernetes.io/ssl-policy"]
-    # one load balancer per environment: every Ingress of the group agrees on its attributes
-    assert len({i["metadata"]["annotations"]["alb.ingress.kubernetes.io/load-balancer-attributes"] for i in ingresses.values()}) == 1
-    assert len(eks.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == len(eks.of_type("kubernetes:core/v1:Service")) == 6
+def test_web_services_are_bound_to_their_own_target_group_on_the_platform_alb(eks):
+    # GIVEN the released example stack: THEN each web service has a Service and a TargetGroupBinding
+    services = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r for r in eks.of_type(SERVICE)}
+    bindings = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r for r in eks.of_type(TGB)}
+    expected = {(w.split("/")[0] + "-staging", w.split("/")[1]) for w in WEB}
+    assert set(bindings) == set(services) == expected
+    assert not eks.of_type(INGRESS)  # the program's ALB serves them, not one the controller makes
+    groups = {r.name: r for r in eks.of_type(TARGET_GROUP)}
+    rules = {r.name: r for r in eks.of_type(LISTENER_RULE)}
+    vpc = load_stack_yaml(STACK)["config"]["platform:network"]["existing"]["vpc_id"]
+    arns = set()
+    for (ns, name), binding in bindings.items():
+        key = f"{ns.removesuffix('-staging')}-{name}"
+        spec = binding.inputs["spec"]
+        port = services[(ns, name)].inputs["spec"]["ports"][0]
+        assert spec["serviceRef"] == {"name": name, "port": port["port"]} and port["targetPort"] == "http"
+        assert spec["targetType"] == "ip" and spec["ipAddressType"] == "ipv4" and spec["vpcID"] == vpc
+        assert "networking" not in spec  # the controller changes no security group; the program's rules admit the ALB
+        # AND the binding points at the service's own target group: the one its listener rule forwards to
+        group, rule = groups[f"{key}-tg"], rules[f"{key}-rule"]
+        assert group.urn in binding.property_dependencies["spec"] and rule.urn in binding.dependencies
+        assert spec["targetGroupARN"] == rule.inputs["actions"][0]["targetGroupArn"] and spec["targetGroupARN"].startswith("arn:aws:lb:")
+        assert rule.inputs["conditions"] == [{"hostHeader": {"values": [hostname(*key.split("-", 1))]}}]
+        assert group.inputs["targetType"] == "ip" and group.inputs["vpcId"] == vpc
+        assert group.inputs["healthCheck"]["path"] == load_catalog()[key.split("-")[0]].services[name].health.path
+        arns.add(spec["targetGroupARN"])
+    assert len(arns) == 6
+    assert len(eks.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 6
+
+
+def test_target_group_bindings_match_the_controllers_crd(eks):
+    validator = tgb_validator()
+    bindings = [r.inputs for r in eks.of_type(TGB)]
+    assert len(bindings) == 6
+    for binding in bindings:
+        assert binding["apiVersion"] == "elbv2.k8s.aws/v1beta1" and binding["kind"] == "TargetGroupBinding"
+        validator.validate(binding)
+    # the check can fail: a misspelt field, a target type the CRD does not know, a missing service reference
+    wrong = copy.deepcopy(bindings[0])
+    wrong["spec"]["targetGroupArn"] = wrong["spec"].pop("targetGroupARN")
+    bad_type = copy.deepcopy(bindings[0])
+    bad_type["spec"]["targetType"] = "pod"
+    no_service = copy.deepcopy(bindings[0])
+    del no_service["spec"]["serviceRef"]
+    for broken in (wrong, bad_type, no_service):
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate(broken)
+
+
+def test_the_alb_and_its_waf_guard_the_cluster_too(eks):
+    # GIVEN compute: kubernetes: THEN the edge is the one ECS has, WAF included
+    lb = eks.one("aws:lb/loadBalancer:LoadBalancer")
+    public = load_stack_yaml(STACK)["config"]["platform:network"]["existing"]["public_subnet_ids"]
+    assert lb.inputs["subnets"] == public and lb.inputs["internal"] is False and lb.inputs["dropInvalidHeaderFields"] is True
+    acl = eks.one("aws:wafv2/webAcl:WebAcl")
+    association = eks.one("aws:wafv2/webAclAssociation:WebAclAssociation")
+    assert association.property_dependencies["resourceArn"] == [lb.urn]
+    assert association.property_dependencies["webAclArn"] == [acl.urn]
+    assert eks.one("aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration")
+    https = next(r for r in eks.of_type("aws:lb/listener:Listener") if r.inputs["port"] == 443)
+    assert https.inputs["certificateArn"] == load_stack_yaml(STACK)["config"]["platform:certificate_arn"]
+    assert eks.one("aws:cloudwatch/metricAlarm:MetricAlarm", "alb-monitoring-5xx-rate")
+
+
+def test_darwin_admin_keeps_its_stricter_waf_limit_on_kubernetes(eks):
+    rules = {r["name"]: r for r in eks.one("aws:wafv2/webAcl:WebAcl").inputs["rules"]}
+    admin = rules["strict-darwin-app-admin"]["statement"]["rateBasedStatement"]
+    assert admin["limit"] < rules["rate-per-ip"]["statement"]["rateBasedStatement"]["limit"]
+    host, path = admin["scopeDownStatement"]["andStatement"]["statements"]
+    assert host["byteMatchStatement"]["searchString"] == hostname("darwin", "app") == "darwin-app.k8s.staging.example.com"
+    assert path["byteMatchStatement"]["searchString"] == "/admin"
+    assert "webhooks" in rules  # offerhub's callbacks keep their exemption too
+    assert eks.outputs["webhook_urls"]["offerhub-api"]["airtm"] == "https://offerhub-api.k8s.staging.example.com/api/v1/webhooks/airtm"
+
+
+def test_the_alb_reaches_pods_through_the_cluster_group(eks):
+    # the pods carry the cluster's group: it admits the ALB on each web port, once per port (systems share ports)
+    lb_group = eks.one("aws:ec2/securityGroup:SecurityGroup", "alb-sg")
+    ports = {s.port for system in load_catalog().values() for s in system.services.values() if s.kind is ServiceKind.web}
+    ingress = [r for r in eks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.name.startswith("cluster-from-alb-")]
+    egress = [r for r in eks.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule") if r.name.startswith("alb-to-cluster-")]
+    assert {r.inputs["fromPort"] for r in ingress} == {r.inputs["toPort"] for r in egress} == ports and len(ingress) == len(ports)
+    for r in ingress:
+        assert r.inputs["securityGroupId"] == CLUSTER_GROUP and r.property_dependencies["referencedSecurityGroupId"] == [lb_group.urn]
+    for r in egress:
+        assert r.inputs["referencedSecurityGroupId"] == CLUSTER_GROUP and r.property_dependencies["securityGroupId"] == [lb_group.urn]
+    # AND a web Deployment rolls out only once its pods can pass the health check (readiness gate)
+    for w in WEB:
+        system, name = w.split("/")
+        deps = set(deployment(eks, f"{system}-staging", name).dependencies)
+        assert {r.urn for r in ingress + egress} <= deps
+        assert next(r.urn for r in eks.of_type(TGB) if r.name == f"{system}-{name}-tgb") in deps
+
+
+def test_kubernetes_keeps_every_alarm_but_the_ecs_only_ones(eks, tmp_path_factory):
+    # GIVEN the same systems on ECS (staging) and on Kubernetes (staging-eks), both released
+    ecs = plan_released("staging", tmp_path_factory.mktemp("staging-released"))
+    ecs_alarms, eks_alarms = monitoring_alarms(ecs), monitoring_alarms(eks)
+    ecs_only = {n for n in ecs_alarms if n.endswith(ECS_ONLY_ALARMS)}
+    singletons = [f"{s}-{n}" for s, system in load_catalog().items() for n, svc in system.services.items() if svc.kind is ServiceKind.singleton]
+    assert {f"{key}-not-running" for key in singletons} <= ecs_only
+    # THEN Kubernetes has every other alarm (target groups, load balancer, RDS, Redis), and only those
+    assert eks_alarms == ecs_alarms - ecs_only
+    assert len(eks_alarms) == len(ecs_alarms) - len(ecs_only)
+    for key in web_keys():
+        assert {f"{key}-no-healthy-targets", f"{key}-failing-health-checks", f"{key}-5xx-rate", f"{key}-p95-latency"} <= eks_alarms
+    groups = {r.name: r.urn for r in eks.of_type(TARGET_GROUP)}
+    healthy = eks.one(ALARM, "darwin-app-no-healthy-targets")
+    assert healthy.inputs["dimensions"]["TargetGroup"].startswith("targetgroup/darwin-app-tg/")
+    assert groups["darwin-app-tg"] in healthy.property_dependencies["dimensions"]
 
 
 def test_autoscaler_on_cpu_owns_the_replica_count(project):
@@ -340,6 +499,39 @@ def test_app_pods_get_the_app_role_and_only_the_jobs_the_owner(eks):
         assert {d["remoteRef"]["property"] for d in store.inputs["spec"]["data"]} >= {"url", "password", "host", "app_verifier"}
 
 
+def test_every_service_that_waits_on_a_migration_depends_on_its_job(eks):
+    # starkdca's worker and aurum's indexer read the schema their api's migration writes
+    catalog = load_catalog()
+    jobs = {r.inputs["metadata"]["namespace"]: r for r in eks.of_type(JOB)}
+    checked = set()
+    for name, system in catalog.items():
+        if system.migration is None:
+            continue
+        job = jobs[f"{name}-staging"]
+        assert "-migrate-" in job.inputs["metadata"]["name"]
+        for service in system.services:
+            if service == system.migration.service or system.migration.service in system.waits_for(service):
+                assert job.urn in deployment(eks, f"{name}-staging", service).dependencies, (name, service)
+                checked.add(f"{name}/{service}")
+    assert {"starkdca/worker", "aurum/indexer", "starkdca/api", "aurum/api", "offerhub/api"} <= checked
+
+
+def test_deployments_follow_the_systems_start_order(eks):
+    # as on ECS: a Deployment is created (or updated) once those it starts after are rolled out
+    catalog = load_catalog()
+    pairs = set()
+    for name, system in catalog.items():
+        for service in system.services:
+            if service in {p.name for p in system.not_deployed}:
+                continue
+            deps = set(deployment(eks, f"{name}-staging", service).dependencies)
+            for before in system.waits_for(service):
+                assert deployment(eks, f"{name}-staging", before).urn in deps, (name, service, before)
+                pairs.add((f"{name}/{before}", f"{name}/{service}"))
+    assert {("aurum/api", "aurum/indexer"), ("starkdca/api", "starkdca/worker"), ("twinkle/indexer", "twinkle/api")} <= pairs
+    assert {("twinkle/api", "twinkle/facilitator"), ("twinkle/facilitator", "twinkle/worker")} <= pairs
+
+
 def test_a_system_without_migration_bootstraps_its_roles_before_its_database_users(eks):
     jobs = {r.inputs["metadata"]["namespace"]: r for r in eks.of_type(JOB)}
     for system, users in (("darwin", ["app"]), ("twinkle", ["indexer", "api", "worker"])):
@@ -389,18 +581,18 @@ def test_a_held_service_runs_no_migration():
 
 def test_web_pods_outlast_their_targets_draining(eks):
     catalog = load_catalog()
-    ingresses = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r.inputs for r in eks.of_type(INGRESS)}
+    groups = {r.name: r.inputs for r in eks.of_type(TARGET_GROUP)}
     seen = 0
     for r in eks.of_type(DEPLOYMENT):
         key = (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"])
         spec = catalog[key[0].removesuffix("-staging")].services[key[1]]
         pod = r.inputs["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        if key not in ingresses:
+        group = groups.get(f"{key[0].removesuffix('-staging')}-{key[1]}-tg")
+        if group is None:
             assert "lifecycle" not in container
             continue
-        attributes = dict(a.split("=") for a in ingresses[key]["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-group-attributes"].split(","))
-        delay = int(attributes["deregistration_delay.timeout_seconds"])
+        delay = int(group["deregistrationDelay"])
         assert delay == spec.shutdown_seconds  # as the ECS target group
         # the kubelet's own sleep: no shell or sleep binary needed in the read-only image
         assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": delay}}}
@@ -428,18 +620,14 @@ def test_namespaces_behind_the_alb_inject_readiness_gates(eks, project):
     assert not any(k.startswith("alb.ingress.kubernetes.io/") for k in ingress["metadata"].get("annotations") or {})
 
 
-def test_ingresses_name_the_adopted_public_subnets(eks):
-    public = load_stack_yaml(STACK)["config"]["platform:network"]["existing"]["public_subnet_ids"]
-    subnets = {r.inputs["metadata"]["annotations"].get("alb.ingress.kubernetes.io/subnets") for r in eks.of_type(INGRESS)}
-    assert subnets == {",".join(public)}  # "Exclusive" in a group: every Ingress says the same
-
-
 def test_data_stores_admit_the_cluster_and_no_ecs_is_declared(eks):
     rules = [r for r in eks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.name.endswith("-from-cluster")]
-    assert len(rules) == 9  # 5 databases and 4 caches
-    assert {r.inputs["referencedSecurityGroupId"] for r in rules} == {"sg-0123456789abcdef0"}
-    assert not [r for r in eks.resources if r.type.startswith("aws:ecs/") or r.type.startswith("aws:lb/")]
-    assert len(eks.of_type("aws:rds/instance:Instance")) == 5 and len(eks.of_type("aws:elasticache/replicationGroup:ReplicationGroup")) == 4
+    stores = [(s, kind) for s, system in load_catalog().items() for kind in ("db", "cache") if getattr(system, "postgres" if kind == "db" else "redis")]
+    assert sorted(r.name for r in rules) == sorted(f"{s}-{kind}-from-cluster" for s, kind in stores)  # every database and cache
+    assert {r.inputs["referencedSecurityGroupId"] for r in rules} == {CLUSTER_GROUP}
+    assert not [r for r in eks.resources if r.type.startswith("aws:ecs/")]
+    assert len(eks.of_type("aws:rds/instance:Instance")) == sum(kind == "db" for _, kind in stores)
+    assert len(eks.of_type("aws:elasticache/replicationGroup:ReplicationGroup")) == sum(kind == "cache" for _, kind in stores)
 
 
 def test_otel_points_at_the_configured_collector(eks):
@@ -458,7 +646,7 @@ def test_offline_plan_lists_every_workload(capsys):
     for ns, name in (("twinkle-staging", n) for n in ("indexer", "api", "facilitator", "worker")):
         assert f"namespace {ns}" in section and f"Deployment               {name}" in section
     # as shipped every service is held (external secrets without values): no migration Job can finish yet
-    assert section.count("Deployment ") == 10 and section.count("Job ") == 0 and section.count("Ingress ") == 6
+    assert section.count("Deployment ") == 10 and section.count("Job ") == 0 and section.count("TargetGroupBinding ") == 6
 
 
 # ------------------------------------------------------------------ bad input
@@ -472,8 +660,10 @@ def test_offline_plan_lists_every_workload(capsys):
         (lambda c: c["platform:network"].pop("existing"), "platform:network.existing", "the cluster's VPC"),
         (lambda c: c["platform:kubernetes"].update(kubeconfig="config"), "kubernetes:kubeconfig", "pulumi config set --secret kubernetes:kubeconfig"),
         (lambda c: c["platform:kubernetes"].update(ingress_class="ALB!"), "platform:kubernetes.ingress_class", "pattern"),
+        (lambda c: c["platform:kubernetes"].pop("cluster_security_group_id"), "platform:kubernetes.cluster_security_group_id", "required"),
+        (lambda c: c["platform:kubernetes"].update(cluster_security_group_id="eks-nodes"), "platform:kubernetes.cluster_security_group_id", "pattern"),
     ],
-    ids=["no cluster block", "no OIDC provider", "no existing VPC", "kubeconfig secret missing", "bad ingress class"],
+    ids=["no cluster block", "no OIDC provider", "no existing VPC", "kubeconfig secret missing", "bad ingress class", "no pod group", "pod group not an id"],
 )
 def test_kubernetes_mistakes_name_the_key(project, mutate, key, words):
     def change(c):
@@ -485,8 +675,8 @@ def test_kubernetes_mistakes_name_the_key(project, mutate, key, words):
     assert any(p.key == key and words in p.message for p in info.value.problems), [str(p) for p in info.value.problems]
 
 
-def test_domain_on_kubernetes_needs_an_issued_certificate_and_no_zone(project):
-    # nothing on the cluster path requests certificates or writes records: a zone would be silently unused
+def test_domain_rules_on_kubernetes_are_the_ecs_ones_behind_the_platform_alb(project):
+    # the program's ALB serves the hosts: a zone (certificates and alias records) or an issued certificate
     def change(mutate):
         def inner(c):
             c["platform:preset"] = "staging"
@@ -500,26 +690,34 @@ def test_domain_on_kubernetes_needs_an_issued_certificate_and_no_zone(project):
         assert all("Pulumi.test.yaml" in p.file for p in info.value.problems)  # the file, or a hint naming it
         return {p.key: p.message for p in info.value.problems}
 
-    zone_and_certificate = problems(lambda c: c.update({"platform:hosted_zone_id": "Z0123456789ABCDEFGHIJ"}))
-    assert set(zone_and_certificate) == {"platform:hosted_zone_id"}
-    assert "external-dns" in zone_and_certificate["platform:hosted_zone_id"] and "certificate_arn" in zone_and_certificate["platform:hosted_zone_id"]
+    load_platform("test", project(STACK, change(lambda c: c.update({"platform:hosted_zone_id": "Z0123456789ABCDEFGHIJ"}))))
 
     def zone_instead(c):
         c["platform:hosted_zone_id"] = "Z0123456789ABCDEFGHIJ"
         c.pop("platform:certificate_arn")
 
-    found = problems(zone_instead)
-    assert set(found) == {"platform:hosted_zone_id", "platform:certificate_arn"}
-    message = found["platform:certificate_arn"]
-    assert "required with 'platform:domain'" in message and "issued ACM certificate in us-east-1" in message
-    assert "*.k8s.staging.example.com" in message and "external-dns" in message and "by hand" in message
+    cap = plan("test", project(STACK, change(zone_instead)))
+    records = {r.inputs["name"] for r in cap.of_type("aws:route53/record:Record") if r.inputs["type"] == "A"}
+    assert hostname("darwin", "app") in records and len(records) == 6  # one alias per web host, as on ECS
 
-    assert set(problems(lambda c: c.pop("platform:certificate_arn"))) == {"platform:certificate_arn"}
+    neither = problems(lambda c: c.pop("platform:certificate_arn"))
+    assert set(neither) == {"platform:domain"} and "certificate" in neither["platform:domain"]
 
-    def nginx_with_certificate(c):
-        c["platform:kubernetes"]["ingress_class"] = "nginx"
+    def deep_host(c):
+        c["platform:systems"]["darwin"]["hostnames"] = {"app": "app.darwin"}
 
-    assert "only applies with 'kubernetes.ingress_class: alb'" in problems(nginx_with_certificate)["platform:certificate_arn"]
+    assert "one label only" in problems(deep_host)["platform:certificate_arn"]
+
+    def nginx(mutate):
+        def inner(c):
+            c["platform:kubernetes"]["ingress_class"] = "nginx"
+            mutate(c)
+
+        return inner
+
+    assert "only applies with 'kubernetes.ingress_class: alb'" in problems(nginx(lambda c: None))["platform:certificate_arn"]
+    zone = problems(nginx(lambda c: (c.pop("platform:certificate_arn"), c.update({"platform:hosted_zone_id": "Z0123456789ABCDEFGHIJ"}))))
+    assert set(zone) == {"platform:hosted_zone_id"} and "external-dns" in zone["platform:hosted_zone_id"]
 
     # without a domain: HTTP on the load balancer's name, nothing to certify; the staging preset wants that acknowledged
     def plain_http(c):

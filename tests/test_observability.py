@@ -116,8 +116,9 @@ def test_service_can_opt_out_of_the_sidecar():
 # ---------------------------------------------------------------- alarms
 
 
-def test_web_services_have_offerhubs_alert_table(prod):
-    a = alarms(prod)
+def test_web_services_have_offerhubs_alert_table(plans):
+    # dev rolls, so each service has one target group; prod's read both of its groups (tests/test_deploy_safety.py)
+    a = alarms(plans["dev"])
     for key in WEB:
         down = a[f"{key}-no-healthy-targets"]
         assert (down["metricName"], down["comparisonOperator"], down["threshold"], down["treatMissingData"]) == (
@@ -135,11 +136,11 @@ def test_web_services_have_offerhubs_alert_table(prod):
         assert (p95["metricName"], p95["extendedStatistic"], p95["threshold"]) == ("TargetResponseTime", "p95", 2)
 
 
-def test_5xx_rate_counts_the_failures_the_load_balancer_answers_for_the_service(prod):
+def test_5xx_rate_counts_the_failures_the_load_balancer_answers_for_the_service(plans):
     # GIVEN AWS publishes the ELB's own 5xx (HTTPCode_ELB_5XX_Count, _502/_503/_504) per load balancer only,
     # and per target group the connections to its targets that failed (answered 502 or 504 by the ELB)
     for key in WEB:
-        rate = alarms(prod)[f"{key}-5xx-rate"]
+        rate = alarms(plans["dev"])[f"{key}-5xx-rate"]  # one target group (dev rolls); prod's: tests/test_deploy_safety.py
         queries = {q["id"]: q for q in rate["metricQueries"]}
         connections = queries["connection_errors"]["metric"]
         assert (connections["metricName"], connections["stat"]) == ("TargetConnectionErrorCount", "Sum")
@@ -174,10 +175,14 @@ def test_load_balancer_5xx_alarm_counts_what_no_target_group_is_charged_with():
 
 
 def test_every_alarm_notifies_the_topic_on_alarm_and_ok(prod):
-    topic = prod.one("aws:sns/topic:Topic").urn
+    # two topics, one per priority (tests/test_alerting.py); alarms that notify no one (deployment rollback,
+    # latency scale-out) are not notifications
+    topics = {t.urn for t in prod.of_type("aws:sns/topic:Topic")}
     for alarm in prod.of_type(ALARM):
+        if not any(":sns:" in a for a in alarm.inputs.get("alarmActions") or []):
+            continue
         assert len(alarm.inputs["alarmActions"]) == 1 and alarm.inputs["alarmActions"] == alarm.inputs["okActions"]
-        assert topic in alarm.property_dependencies["alarmActions"], alarm.name
+        assert len(topics & set(alarm.property_dependencies["alarmActions"])) == 1, alarm.name
 
 
 def test_databases_caches_and_singletons(prod):
@@ -191,11 +196,13 @@ def test_databases_caches_and_singletons(prod):
     assert a["offerhub-cache-001-memory"]["threshold"] == 70 and a["starkdca-cache-001-memory"]["threshold"] == 70
     assert a["twinkle-cache-001-memory"]["threshold"] == 85
     assert {a[f"offerhub-cache-00{n}-cpu"]["dimensions"]["CacheClusterId"] for n in (1, 2)} == {"offerhub-prod-001", "offerhub-prod-002"}
-    assert "aurum-cache-001-memory" not in a
+    # aurum's session store (prod scales its API out) may evict an expiring session: the usual 85 %
+    assert a["aurum-cache-001-memory"]["threshold"] == 85
     for singleton in ("twinkle-indexer", "aurum-indexer"):
         alarm = a[f"{singleton}-not-running"]
         assert (alarm["namespace"], alarm["metricName"], alarm["threshold"]) == ("ECS/ContainerInsights", "RunningTaskCount", 1)
-    assert not any(name.startswith(("twinkle-worker", "starkdca-worker")) for name in a)
+    # workers have no singleton alarm (starkdca's has its restart alarm, tests/test_alerting.py)
+    assert not any(name.startswith(("twinkle-worker", "starkdca-worker")) and name != "starkdca-worker-restarting" for name in a)
 
 
 def test_dev_waits_longer_before_paging(plans):
@@ -204,10 +211,10 @@ def test_dev_waits_longer_before_paging(plans):
 
 
 def test_alarm_topic_encrypted_with_email_subscribers(prod):
-    topic = prod.one("aws:sns/topic:Topic")
-    assert prod.one("aws:kms/key:Key", "key-key").urn in topic.property_dependencies["kmsMasterKeyId"]
+    for topic in prod.of_type("aws:sns/topic:Topic"):  # critical and warning
+        assert prod.one("aws:kms/key:Key", "key-key").urn in topic.property_dependencies["kmsMasterKeyId"]
     subs = sorted(s.inputs["endpoint"] for s in prod.of_type("aws:sns/topicSubscription:TopicSubscription"))
-    assert subs == ["oncall@example.com", "platform-alerts@example.com"]
+    assert subs == ["oncall@example.com", "oncall@example.com", "platform-alerts@example.com", "platform-alerts@example.com"]
     key_policy = json.loads(prod.one("aws:kms/key:Key", "key-key").inputs["policy"])
     assert any(st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} for st in key_policy["Statement"])
 

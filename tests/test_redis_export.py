@@ -479,12 +479,14 @@ def test_function_uses_the_key_only_through_elasticache_and_grants_only_to_aws_r
 
 
 def export_alarms(prod) -> dict[str, dict]:
-    """The export's alarms by name, each checked to notify the alarm topic on alarm and on OK."""
-    topic = prod.one("aws:sns/topic:Topic").urn
+    """The export's alarms by name, each checked to be a warning (a stale DR copy: nothing is down) that
+    notifies the warning topic on alarm and on OK."""
+    topic = prod.one("aws:sns/topic:Topic", "alarms-warning-topic").urn
     alarms = {}
     for r in in_export(prod, ALARM):
-        assert r.inputs["alarmActions"] == r.inputs["okActions"] and len(r.inputs["alarmActions"]) == 1, r.name
-        assert topic in r.property_dependencies["alarmActions"], r.name
+        assert r.inputs["alarmActions"] == r.inputs["okActions"] == [prod.outputs["alarm_topic_arns"]["warning"]], r.name
+        assert r.property_dependencies["alarmActions"] == [topic], r.name
+        assert r.inputs["tags"] == {"priority": "warning"}, r.name
         alarms[r.name] = r.inputs
     return alarms
 
@@ -508,9 +510,10 @@ def test_a_schedule_that_stops_invoking_alarms(prod):
 
 
 def test_each_cache_alarms_when_its_newest_export_gets_old(prod):
-    # GIVEN the export interval of prod (120 min) and its caches
+    # GIVEN the export interval of prod (120 min) and its caches, one per system (aurum's session store too)
     interval = int(prod.one(FUNCTION).inputs["environment"]["variables"]["INTERVAL_MINUTES"])
     groups = {r.inputs["replicationGroupId"] for r in prod.of_type("aws:elasticache/replicationGroup:ReplicationGroup")}
+    assert groups == {f"{s}-prod" for s in ("twinkle", "offerhub", "starkdca", "aurum", "darwin")}
     alarms = export_alarms(prod)
     # THEN one alarm per cache reads the metric the function publishes (test_newest_export_age_is_published_in_minutes)
     stale = {a["dimensions"]["ReplicationGroupId"]: a for name, a in alarms.items() if name.startswith("redis-export-stale-")}

@@ -173,7 +173,9 @@ def test_ecs_12_container_insights(plans):
 
 def test_log_groups_have_retention_and_the_environment_key(prod):
     groups = [g for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup") if g.inputs.get("name", "").startswith("/platform/")]
-    assert len(groups) == 2 * len(prod.of_type(TASK))  # the app's logs and its collector's EMF metrics
+    of_services = [g for g in groups if "platform:compute:Service$" in g.urn]
+    assert len(of_services) == 2 * len(prod.of_type(TASK))  # the app's logs and its collector's EMF metrics
+    # every other one (starkdca's worker stops, ECS Exec) is kept as long and encrypted the same way
     assert all(g.inputs["retentionInDays"] == 365 and g.inputs["kmsKeyId"] for g in groups)
 
 
@@ -427,10 +429,13 @@ def test_prod_autoscales_on_cpu_70_and_memory(prod):
     assert targets["darwin-app"]["minCapacity"] == 3 and targets["darwin-app"]["maxCapacity"] == 6  # "Instance 1, 2, 3"
     assert targets["offerhub-api"]["minCapacity"] == 2 and targets["offerhub-api"]["maxCapacity"] == 10
     assert "starkdca-worker" not in targets  # a lock lets one copy work at a time
-    policies = {p.name: p.inputs["targetTrackingScalingPolicyConfiguration"] for p in prod.of_type("aws:appautoscaling/policy:Policy")}
+    policies = {p.name: p.inputs.get("targetTrackingScalingPolicyConfiguration") for p in prod.of_type("aws:appautoscaling/policy:Policy")}
     assert policies["offerhub-api-scale-cpu"]["targetValue"] == 70
     assert policies["offerhub-api-scale-cpu"]["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageCPUUtilization"
     assert policies["offerhub-api-scale-memory"]["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageMemoryUtilization"
+    assert policies["offerhub-api-scale-memory"]["targetValue"] == 80  # offerhub's guide: "Memory >80%"
+    for key in ("twinkle-api", "twinkle-facilitator", "starkdca-api"):  # "Run multiple instances": two or more
+        assert targets[key]["minCapacity"] >= 2 and targets[key]["maxCapacity"] > targets[key]["minCapacity"], key
     for name in targets:
         assert "desiredCount" in services(prod)[name].options["ignoreChanges"]
 
@@ -479,7 +484,10 @@ def test_data_stores_admit_exactly_the_services_that_use_them(prod):
             *("starkdca-api", "starkdca-worker", "aurum-api", "aurum-indexer", "darwin-app"),
         ]
     )
-    assert cache_rules == sorted(["twinkle-api", "twinkle-facilitator", "twinkle-worker", "offerhub-api", "starkdca-api", "starkdca-worker", "darwin-app"])
+    # aurum's API reads its session store where it scales out (prod); its indexer does not
+    assert cache_rules == sorted(
+        ["twinkle-api", "twinkle-facilitator", "twinkle-worker", "offerhub-api", "starkdca-api", "starkdca-worker", "aurum-api", "darwin-app"]
+    )
     rule = by_name["offerhub-api-to-db"].inputs
     assert (rule["fromPort"], rule["toPort"], rule["ipProtocol"]) == (5432, 5432, "tcp") and "cidrIpv4" not in rule
     assert by_name["offerhub-api-to-cache"].inputs["fromPort"] == 6379
@@ -490,8 +498,9 @@ def test_rotating_a_secret_rolls_exactly_its_users(project):
     before = tasks(plan("test", project("prod")))
     after = tasks(plan("test", project("prod", lambda c: c["platform:systems"]["starkdca"].update(rotate={"JWT_ACCESS_SECRET": 1}))))
     changed = sorted(k for k in before if before[k].inputs["containerDefinitions"] != after[k].inputs["containerDefinitions"])
-    # THEN only the api (the one service that reads it) gets a new task definition revision
-    assert changed == ["starkdca-api"]
+    # THEN exactly the services that read it get a new task definition revision: both of starkdca's
+    # (its guide: "The only difference is the start command"), nobody else's
+    assert changed == ["starkdca-api", "starkdca-worker"]
 
 
 def test_rotating_the_database_password_rolls_every_database_user(project):
@@ -516,11 +525,21 @@ def test_task_counts_by_kind():
 # ---------------------------------------------------------------- health checks and target groups
 
 
+def target_groups(cap) -> dict[str, list[dict]]:
+    """Web service key -> its target groups' inputs (with a canary deploy, two: ``-tg`` and ``-tg2``)."""
+    out: dict[str, list[dict]] = {}
+    for r in cap.of_type(TG):
+        out.setdefault(r.name.removesuffix("-tg2").removesuffix("-tg"), []).append(r.inputs)
+    return out
+
+
 def test_health_checks_and_ports_match_the_seeds(prod):
-    tgs = {r.name.removesuffix("-tg"): r.inputs for r in prod.of_type(TG)}
-    assert set(tgs) == set(SEED_HEALTH)
+    groups = target_groups(prod)
+    assert set(groups) == set(SEED_HEALTH)
     for name, (port, path) in SEED_HEALTH.items():
-        tg = tgs[name]
+        assert len(groups[name]) == 2  # prod deploys by canary: the alternate group is checked the same way
+        tg = groups[name][0]
+        assert groups[name][1]["healthCheck"] == tg["healthCheck"] and groups[name][1]["port"] == tg["port"]
         assert (tg["port"], tg["healthCheck"]["path"], tg["healthCheck"]["matcher"]) == (port, path, "200"), name
         assert tg["targetType"] == "ip" and tg["deregistrationDelay"] == 10  # the seeds' 10 s shutdown
         assert tg["healthCheck"]["unhealthyThreshold"] == 3
@@ -530,9 +549,9 @@ def test_health_checks_and_ports_match_the_seeds(prod):
 
 
 def test_aurum_api_is_sticky_and_others_are_not(prod):
-    tgs = {r.name.removesuffix("-tg"): r.inputs for r in prod.of_type(TG)}
-    assert tgs["aurum-api"]["stickiness"]["type"] == "lb_cookie" and tgs["aurum-api"]["stickiness"]["enabled"] is True
-    assert all("stickiness" not in tg for n, tg in tgs.items() if n != "aurum-api")
+    groups = target_groups(prod)
+    assert all(tg["stickiness"]["type"] == "lb_cookie" and tg["stickiness"]["enabled"] is True for tg in groups["aurum-api"])
+    assert all("stickiness" not in tg for n, tgs in groups.items() if n != "aurum-api" for tg in tgs)
 
 
 def test_ecr_repositories_immutable_and_scanned(plans):

@@ -127,7 +127,19 @@ def test_placeholders_plan_offline_and_are_listed(plans, capsys):
     head = out.split("held at zero tasks")[0]
     for item in todo:
         name, setting = item.split()
-        assert f"  {name} {setting}: " in head and f"--path 'platform:systems.{name}.env.{setting}'" in head
+        assert f"  platform:systems.{name}.env.{setting}: a 'to-do:' placeholder: " in head
+        assert f"--path 'platform:systems.{name}.env.{setting}' <value>" in head
+
+
+def test_a_real_preview_warns_of_each_placeholder(monkeypatch):
+    # GIVEN a real preview (not the mock runtime; a dry run)
+    monkeypatch.setattr(platform, "offline", lambda: False)
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: True)
+    cap = plan("dev", ROOT)
+    warned = [line for line in cap.logs if platform.PLACEHOLDER_WARNING in line]
+    # THEN each placeholder is a warning and the rest of the preview runs
+    assert any("platform:systems.aurum.env.MARKET_FACTORY_ADDRESS" in w for w in warned)
+    assert len(warned) == 11 and cap.of_type(TASK)
 
 
 def test_a_real_run_stops_on_placeholders_before_declaring_anything(monkeypatch):
@@ -141,8 +153,8 @@ def test_a_real_run_stops_on_placeholders_before_declaring_anything(monkeypatch)
         plan("dev", ROOT)
     message = str(info.value)
     # THEN it names every placeholder and declares no resource
-    assert "platform:systems.aurum.env.MARKET_FACTORY_ADDRESS: still a placeholder" in message
-    assert "platform:systems.twinkle.env.START_BLOCK: still a placeholder" in message
+    assert 'platform:systems.aurum.env.MARKET_FACTORY_ADDRESS: "to-do: address' in message
+    assert 'platform:systems.twinkle.env.START_BLOCK: "to-do:' in message
     assert captured.resources == []
 
 

@@ -150,7 +150,7 @@ def test_a_broken_policy_fails(plans, allowed, where, edit, expected):
 
 def test_a_policy_of_an_unknown_kind_fails(plans):
     cap = plans["dev"]
-    topic = cap.one("aws:sns/topic:Topic")
+    topic = cap.one("aws:sns/topic:Topic", "alarms-topic")
     policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sns:Publish", "Resource": "*"}]})
     changed_cap, _ = with_inputs(cap, topic, {**topic.inputs, "deliveryPolicy": policy})
     assert iampolicies.unclassified(changed_cap) != []
@@ -220,6 +220,12 @@ def _math(change: Callable[[list], None]) -> Callable[[dict], None]:
     return lambda inputs: change(inputs["metricQueries"])
 
 
+def _expression(queries: list) -> dict:
+    """The alarm's one metric math query (the metric queries come first; their ids change with the target groups)."""
+    (query,) = [q for q in queries if "expression" in q]
+    return query
+
+
 WAF = "aws:wafv2/webAcl:WebAcl"
 CACHE = "aws:elasticache/replicationGroup:ReplicationGroup"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -251,13 +257,15 @@ SCOPED = "statement.rateBasedStatement.scopeDownStatement.andStatement.statement
         ("aws:lb/listener:Listener", "alb-https", _set("sslPolicy", "ELBSecurityPolicy-TLS13-1-2-2021"), "SslPolicy"),
         ("aws:lb/listenerRule:ListenerRule", "darwin-app-rule", _set("priority", 60000), "Priority: 60000 above the maximum 50000"),
         ("aws:lb/listenerRule:ListenerRule", "darwin-app-rule", _set("conditions.0.hostHeader.regexValues", ["x"]), "has no mapping"),
+        ("aws:lb/listenerRule:ListenerRule", "darwin-app-rule", _set("actions.0.forward.targetGroups.1.weight", 1000), "Weight: 1000: not within 0-999"),
+        ("aws:lb/listenerRule:ListenerRule", "darwin-app-rule", _set("actions.0.forward.targetGroups.0.targetGroupArn", "x"), "has no mapping"),
         # CloudWatch: enums, a documented period, metric math
         (ALARM, "darwin-db-cpu", _set("comparisonOperator", "GreaterThan"), "ComparisonOperator: 'GreaterThan' not in"),
         (ALARM, "darwin-db-cpu", _set("statistic", "Avg"), "Statistic: 'Avg' not in"),
         (ALARM, "darwin-db-cpu", _set("period", 45), "Period: 45: not 10, 20, 30"),
         (ALARM, "darwin-db-cpu", _set("treatMissingData", "notbreaching"), "TreatMissingData"),
         (ALARM, "darwin-app-5xx-rate", _math(lambda q: q[0].update(returnData=True)), "exactly one metric query returns data"),
-        (ALARM, "darwin-app-5xx-rate", _math(lambda q: q[2].update(expression="100 * errors / requestz")), "unknown queries ['requestz']"),
+        (ALARM, "darwin-app-5xx-rate", _math(lambda q: _expression(q).update(expression="100 * (e0 + e1) / requestz")), "unknown queries ['requestz']"),
         (ALARM, "darwin-app-5xx-rate", _math(lambda q: q[0]["metric"].update(stat="Summ")), "Stat"),
         (ALARM, "darwin-app-5xx-rate", _set("period", 60), "Metrics excludes ['Period']"),
         # WAFv2: enums deep in the nested statements, a documented window, one action per rule, one field

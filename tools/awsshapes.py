@@ -382,6 +382,8 @@ DOCUMENTED: dict[str, Callable[[Any], str | None]] = {
     "CreateTargetGroup.Name": matches(r"(?!internal-)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?", "1-32 letters, digits, inner hyphens"),
     "CreateTargetGroup.Matcher.HttpCode": matches(r"([2-4]\d\d)((-|,)[2-4]\d\d)*", "HTTP codes 200-499"),
     "CreateListener.SslPolicy": one_of(*ALB_SSL_POLICIES),
+    "CreateRule.Actions[].ForwardConfig.TargetGroups[].Weight": between(0, 999),
+    "CreateRule.Actions[].ForwardConfig.TargetGroupStickinessConfig.DurationSeconds": between(1, 604_800),
     "CreateRule.Conditions[].Field": one_of("http-header", "http-request-method", "host-header", "path-pattern", "query-string", "source-ip"),
     # CloudWatch API reference, PutMetricAlarm
     "PutMetricAlarm.TreatMissingData": one_of("breaching", "notBreaching", "ignore", "missing"),
@@ -597,6 +599,15 @@ ACTION: Struct = {
     "targetGroupArn": "TargetGroupArn",
     "fixedResponse": To("FixedResponseConfig", {"contentType": "ContentType", "messageBody": "MessageBody", "statusCode": "StatusCode"}),
     "redirect": To("RedirectConfig", {"protocol": "Protocol", "port": "Port", "host": "Host", "path": "Path", "query": "Query", "statusCode": "StatusCode"}),
+    # Terraform's forward { target_group { arn weight } stickiness { enabled duration } } is the API's
+    # ForwardConfig {TargetGroups [{TargetGroupArn Weight}] TargetGroupStickinessConfig {Enabled DurationSeconds}}
+    "forward": To(
+        "ForwardConfig",
+        {
+            "targetGroups": To("TargetGroups", {"arn": "TargetGroupArn", "weight": "Weight"}),
+            "stickiness": To("TargetGroupStickinessConfig", {"enabled": "Enabled", "duration": "DurationSeconds"}),
+        },
+    ),
 }
 
 LISTENER: Struct = {

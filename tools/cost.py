@@ -134,6 +134,9 @@ def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | 
         elif r.type == "aws:ec2/natGateway:NatGateway":
             rate = p["nat_gateway"]
             lines.append(Line(owner, "NAT gateway (+ its IPv4)", (rate["hour"] + p["public_ipv4"]["hour"]) * hours, rate["confidence"], "nat"))
+        elif r.type == "aws:route53/healthCheck:HealthCheck":
+            monthly, label = health_check_monthly(i, p)
+            lines.append(Line(owner, f"Route 53 health check {label}", monthly, p["route53"]["health_check_confidence"], f"route53-health-check:{r.name}"))
         elif r.type == "aws:secretsmanager/secret:Secret":
             copies = 1 + len(i.get("replicas") or [])
             sm = p["secrets_manager"]
@@ -148,6 +151,45 @@ def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | 
                 )
             )
     return _group(lines)
+
+
+def health_check_monthly(inputs: Mapping[str, Any], prices: Mapping[str, Any], aws_endpoint: bool = True) -> tuple[float, str]:
+    """A Route 53 health check's month: the basic check plus each optional feature it uses (HTTPS, string
+    matching, the 10 s interval, latency measurement). An AWS endpoint's rates: the check names the
+    hostname of our load balancer, in the same account. The 50 free AWS-endpoint checks are left out
+    (an account shared by three stacks and anything else of its owner)."""
+    r = prices["route53"]
+    kind = str(inputs.get("type", "HTTP"))
+    features = [
+        name
+        for name, used in (
+            ("HTTPS", kind.startswith("HTTPS")),
+            ("string match", kind.endswith("STR_MATCH")),
+            ("10 s interval", inputs.get("requestInterval") == 10),
+            ("latency", bool(inputs.get("measureLatency"))),
+        )
+        if used
+    ]
+    basic, feature = (
+        (r["health_check_aws_month"], r["health_check_feature_aws_month"])
+        if aws_endpoint
+        else (r["health_check_non_aws_month"], r["health_check_feature_non_aws_month"])
+    )
+    return basic + feature * len(features), " + ".join(["basic", *features])
+
+
+def outside_check_options(checks: Iterable[Mapping[str, Any]], prices: Mapping[str, Any] | None = None, canary_minutes: int = 5) -> dict[str, float]:
+    """The month of the same outside checks as Route 53 health checks (AWS and non-AWS endpoint rates)
+    and as CloudWatch Synthetics canaries (one canary per check, a run every ``canary_minutes``; Synthetics
+    runs at most every minute, Route 53 checks every 30 s from each of its regions). Issue 16: Route 53."""
+    p = prices or load_prices()
+    checks = list(checks)
+    runs = 30 * 24 * 60 / canary_minutes
+    return {
+        "route53": sum(health_check_monthly(c, p)[0] for c in checks),
+        "route53_non_aws": sum(health_check_monthly(c, p, aws_endpoint=False)[0] for c in checks),
+        "synthetics": len(checks) * runs * p["cloudwatch_synthetics"]["canary_run"],
+    }
 
 
 def _group(lines: list[Line]) -> list[Line]:

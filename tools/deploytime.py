@@ -143,7 +143,8 @@ def readiness(plan: Schedule, cfg: PlatformConfig, pct: Percentile = "p50", time
         for name in system.services:
             key = f"{system.name}-{name}"
             floor = vpc + slowest + (system.system.start_rank(name) + 1) * steady
-            out.append(Readiness(key, plan.finish[by_name[f"{key}-service"].urn], floor))
+            if f"{key}-service" in by_name:  # a repositories-only plan has no service
+                out.append(Readiness(key, plan.finish[by_name[f"{key}-service"].urn], floor))
     return out
 
 
@@ -162,7 +163,59 @@ def rolling_update(capture: Capture) -> dict[str, tuple[float, float]]:
     default = rolling_update_minutes(**ELB_DEFAULTS)
     out = {}
     for tg in capture.of_type("aws:lb/targetGroup:TargetGroup"):
+        if not tg.name.endswith("-tg"):
+            continue  # a traffic-shifting service's second group (``-tg2``) has the same settings
         h = tg.inputs["healthCheck"]
         ours = rolling_update_minutes(int(h["interval"]), int(h["healthyThreshold"]), int(tg.inputs["deregistrationDelay"]))
         out[tg.name.removesuffix("-tg")] = (ours, default)
+    return out
+
+
+@dataclass(frozen=True)
+class DeployTime:
+    """One web service's modeled image bump under its deploy strategy (minutes)."""
+
+    strategy: str
+    rollout: float
+    """New tasks start and pass their health checks (the rolling update above, without the drain)."""
+    canary: float
+    """The canary share runs alone (``CANARY`` only)."""
+    bake: float
+    """After all traffic moved: the old revision kept (blue/green, canary), or ECS watching its alarms (rolling)."""
+    drain: float
+    """The old tasks' deregistration delay."""
+
+    @property
+    def total(self) -> float:
+        return self.rollout + self.canary + self.bake + self.drain
+
+
+def alarm_bake_minutes(alarm_minutes: int) -> float:
+    """The bake ECS adds to a rolling deploy with deployment alarms. ECS derives it from the alarms and
+    does not publish the formula ("How CloudWatch alarms detect Amazon ECS deployment failures"); the
+    model takes the alarms' evaluation window (periods of 60 s), the least time in which they can fire."""
+    return float(alarm_minutes)
+
+
+def deploy_times(capture: Capture) -> dict[str, DeployTime]:
+    """Service key -> its modeled image bump, from the captured target group, ECS service and alarms."""
+    by_name = {r.name: r for r in capture.resources}
+    out = {}
+    for tg in capture.of_type("aws:lb/targetGroup:TargetGroup"):
+        if not tg.name.endswith("-tg"):
+            continue  # the second group of a traffic-shifting service has the same settings
+        key = tg.name.removesuffix("-tg")
+        service = by_name[f"{key}-service"].inputs
+        h = tg.inputs["healthCheck"]
+        config = service.get("deploymentConfiguration") or {}
+        strategy = config.get("strategy", "ROLLING")
+        rollout = TASK_START_MINUTES + int(h["healthyThreshold"]) * int(h["interval"]) / 60
+        alarm = by_name.get(f"{key}-deploy-5xx")
+        if strategy == "ROLLING":
+            bake = alarm_bake_minutes(int(alarm.inputs["evaluationPeriods"])) if alarm and service.get("alarms") else 0.0
+            canary = 0.0
+        else:
+            bake = float(config.get("bakeTimeInMinutes", 0))
+            canary = float((config.get("canaryConfiguration") or {}).get("canaryBakeTimeInMinutes", 0)) if strategy == "CANARY" else 0.0
+        out[key] = DeployTime(strategy, rollout, canary, bake, int(tg.inputs["deregistrationDelay"]) / 60)
     return out

@@ -31,6 +31,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from stacks.engine import from_files
+from stacks.placeholders import offline_digest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "platform"
@@ -297,7 +298,7 @@ def pushed_images(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
             if ref.startswith("sha256:"):
                 registry.setdefault(repo, []).append({"imageDigest": ref, "imageTag": f"build-{ref[7:15]}"})
             else:
-                registry.setdefault(repo, []).append({"imageDigest": "sha256:" + hashlib.sha256(f"{repo}:{ref}".encode()).hexdigest(), "imageTag": ref})
+                registry.setdefault(repo, []).append({"imageDigest": offline_digest(repo, ref), "imageTag": ref})
     return registry
 
 

@@ -287,7 +287,9 @@ def check_alarms(
     want = expected_alarms(outputs, systems)
     deadline = clock() + timeout
     while True:
-        alarms = _alarms(cloudwatch, topic)
+        # both priorities' topics (alarm_topic_arns: critical, warning); the warning one holds CPU, memory, latency
+        topics = list(dict.fromkeys([topic, *(outputs.get("alarm_topic_arns") or {}).values()]))
+        alarms = list({a["AlarmName"]: a for t in topics for a in _alarms(cloudwatch, t)}.values())
         logical = {re.sub(r"-[0-9a-f]{7}$", "", a["AlarmName"]): a for a in alarms}  # Pulumi's auto-name suffix
         missing = [n for n in want if n not in logical]
         firing = sorted(a["AlarmName"] for a in alarms if a.get("StateValue") == "ALARM")

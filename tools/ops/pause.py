@@ -90,11 +90,15 @@ def scaling_request(target: Mapping[str, Any], suspend: bool) -> dict[str, Any]:
 
 def alarms_of(stack: Stack, target: Target) -> list[str]:
     """The service's own alarms (named ``<system>-<service>-...``, notifying the stack's topic)."""
-    topic, keys = stack.outputs.get("alarm_topic_arn"), list(stack.targets())
+    keys = list(stack.targets())
+    # both priorities' topics (alarm_topic_arns: critical, warning), or the one topic of an older stack
+    topics = set((stack.outputs.get("alarm_topic_arns") or {}).values())
+    if not topics and stack.outputs.get("alarm_topic_arn"):
+        topics = {stack.outputs["alarm_topic_arn"]}
     names = []
     for page in stack.aws("cloudwatch").get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{target.key}-"):
         for alarm in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
-            if owner(alarm["AlarmName"], keys, []) == target.key and (not topic or topic in alarm.get("AlarmActions", [])):
+            if owner(alarm["AlarmName"], keys, []) == target.key and (not topics or topics & set(alarm.get("AlarmActions", []))):
                 names.append(alarm["AlarmName"])
     return sorted(names)
 

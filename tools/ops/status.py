@@ -117,7 +117,12 @@ def collect(stack: Stack, paused: Mapping[str, int] | None = None) -> dict[str, 
     services = stack.describe(targets.values())
     tasks = stack.tasks(stack.list_tasks())
     held = stack.outputs.get("held_services") or {}
-    alarms = open_alarms(stack.aws("cloudwatch"), stack.outputs.get("alarm_topic_arn"), targets, stack.systems())
+    # both priorities' topics (alarm_topic_arns: critical, warning), or the one topic of an older stack
+    topics = list((stack.outputs.get("alarm_topic_arns") or {}).values()) or [stack.outputs.get("alarm_topic_arn")]
+    alarms = sorted(
+        {a["name"]: a for t in topics for a in open_alarms(stack.aws("cloudwatch"), t, targets, stack.systems())}.values(),
+        key=lambda a: (a["owner"], a["name"]),
+    )
     rows, problems = [], []
     for key, target in targets.items():
         service = services[key]
