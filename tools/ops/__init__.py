@@ -8,6 +8,7 @@ tunnel, and pausing a service.
     python -m tools.ops db       starkdca [--local-port 15432]
     python -m tools.ops pause    starkdca/worker --stack dev
     python -m tools.ops resume   starkdca/worker --stack dev
+    python -m tools.ops rollback starkdca --stack dev [--to sha256:...]
 
 Each command reads the stack outputs (``pulumi stack output --json --stack S``, the selected stack
 without ``--stack``, or ``--outputs FILE`` as ``tools.promote`` and ``tools.verify_deploy`` take them)
@@ -31,6 +32,7 @@ from typing import Any
 
 from . import logs as logs_
 from . import pause as pause_
+from . import rollback as rollback_
 from . import status as status_
 from . import tasks as tasks_
 from .stack import Io, OpsError, Stack, load, log_streams
@@ -43,6 +45,7 @@ COMMANDS = {
     "db": "a tunnel from localhost to the system's Postgres through a task (SSM port forwarding), and how to psql through it",
     "pause": "stop a service (desired count 0) and record it in the stack config, so pulumi up keeps it stopped",
     "resume": "bring a paused service back to the tasks it ran",
+    "rollback": "a system back to its previous image: workers stopped first, web services rolled back, workers resumed, health checked, stack file updated",
 }
 DETAILS = {
     "status": """One line per ECS service: running/desired tasks; the last deployment (COMPLETED, IN PROGRESS,
@@ -100,6 +103,21 @@ stack file afterwards. A web service needs --yes. --dry-run prints every step an
 desired count back to the tasks recorded when it was paused (or --count) and waits until they run.
 
   python -m tools.ops resume starkdca/worker --stack prod
+""",
+    "rollback": """starkdca's "Rollback Checklist" as one command. Stops the system's services without a load balancer
+(pause: recorded in the stack file, autoscaling suspended, desired 0, waited for); updates each web
+service to the revision of its task definition that runs the --to image (digest, tag or full
+reference), or by default to the newest earlier ACTIVE revision with another app image, and waits
+until the deployment is COMPLETED (ROLLED BACK or FAILED: its events, exit 1, the workers stay
+paused); does the same for the stopped services and resumes them; checks that every target of the web
+services is healthy; writes the image now running into platform:systems.<system>.images.<image>
+(pulumi config set --path), so the next pulumi up keeps it. Commit the stack file afterwards.
+It does not roll back the database: when the release changed the schema in a way the earlier code
+cannot read, restore the database first (README, "Recovery"). A stack that pins digests (staging,
+prod) needs --yes. --dry-run prints every step and changes nothing.
+
+  python -m tools.ops rollback starkdca --stack dev --dry-run
+  python -m tools.ops rollback starkdca --stack prod --to sha256:9e7ef831... --yes
 """,
 }
 
@@ -169,6 +187,13 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=pause_.WAIT_SECONDS, help="seconds to wait (default %(default)s)")
     sub.choices["pause"].add_argument("--yes", action="store_true", help="pause a web service (it stops serving)")
     sub.choices["resume"].add_argument("--count", type=int, help="tasks to run (default: the number recorded when it was paused)")
+
+    p = command("rollback")
+    p.add_argument("system", metavar="SYSTEM")
+    p.add_argument("--to", metavar="IMAGE", help="the image to go back to: a sha256: digest, a tag, or a full reference (default: the previous one)")
+    p.add_argument("--dry-run", action="store_true", help="print each step (the pulumi commands, the AWS calls) and change nothing")
+    p.add_argument("--yes", action="store_true", help="go on in a stack that pins digests (staging, prod), having read the database warning")
+    p.add_argument("--timeout", type=float, default=pause_.WAIT_SECONDS, help="seconds to wait for each step (default %(default)s)")
     return top
 
 
@@ -210,6 +235,9 @@ def dispatch(stack: Stack, args: argparse.Namespace, io: Io) -> int:
         return tasks_.exec_(stack, stack.target(args.target), args.cmd, io, task=args.task, container=args.container)
     if args.command == "db":
         return tasks_.db(stack, args.system, io, local_port=args.local_port, start_task=args.start_task, dry_run=args.dry_run)
+    if args.command == "rollback":
+        options = pause_.Options(dry_run=args.dry_run, timeout=args.timeout, project_dir=pause_.PROJECT_DIR)
+        return rollback_.rollback(stack, args.system, io, to=args.to, yes=args.yes, options=options)
     target = stack.target(args.target)
     options = pause_.Options(dry_run=args.dry_run, wait=args.wait, timeout=args.timeout)
     if args.command == "pause":
