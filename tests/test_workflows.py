@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -363,3 +364,36 @@ def test_drift_issues_are_opened_updated_and_closed_as_tools_drift_decides(tmp_p
     assert "gh issue comment 21 --repo o/r --body-file action/comment.md" in calls and "gh issue close 21 --repo o/r --reason completed" in calls
     # the same drift as last night: the body is refreshed, no comment is added
     assert "gh api -X PATCH repos/o/r/issues/22 -F body=@action/body.md" in calls and not any(c.startswith("gh issue comment 22") for c in calls)
+
+
+def _reviewers_script(tmp_path: Path, environment: dict | None) -> subprocess.CompletedProcess:
+    """Run the check job's required-reviewers step with a stand-in `gh` that answers the environments API
+    with ``environment`` (None: 404)."""
+    step = next(s for s in load("promote.yml")["jobs"]["check"]["steps"] if "required reviewers" in s["name"])
+    answer = tmp_path / "answer.json"
+    answer.write_text(json.dumps(environment) if environment is not None else "")
+    gh = tmp_path / "bin" / "gh"
+    gh.parent.mkdir()
+    gh.write_text('#!/bin/bash\n[ -s "$FAKE_ANSWER" ] || { echo "gh: Not Found (HTTP 404)" >&2; exit 1; }\ncat "$FAKE_ANSWER"\n')
+    gh.chmod(0o755)
+    env = {"PATH": f"{gh.parent}{os.pathsep}{os.environ['PATH']}", "TARGET": "prod", "REPO": "org/platform", "FAKE_ANSWER": str(answer)}
+    return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(
+    ("environment", "ok", "words"),
+    [
+        ({"name": "prod", "protection_rules": [{"type": "required_reviewers", "reviewers": [{"type": "Team"}]}]}, True, "1 reviewer"),
+        ({"name": "prod", "protection_rules": [{"type": "wait_timer", "wait_timer": 5}]}, False, "no required reviewers"),
+        ({"name": "prod", "protection_rules": []}, False, "no required reviewers"),
+        (None, False, "does not exist"),
+    ],
+)
+def test_a_promotion_refuses_a_target_without_required_reviewers(tmp_path, environment, ok, words):
+    # GitHub REST API, "Get an environment": protection_rules with type required_reviewers. Without
+    # reviewers (a private repository on a plan without them) the `up` job would run unapproved.
+    result = _reviewers_script(tmp_path, environment)
+    assert (result.returncode == 0) is ok, result.stdout + result.stderr
+    assert words in result.stdout
+    jobs = load("promote.yml")["jobs"]
+    assert jobs["check"]["permissions"] == {"actions": "read"}
