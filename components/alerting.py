@@ -140,6 +140,16 @@ APP_ALERTS: dict[str, AppAlerts] = {
         ),
         latency_scaling={"api": 0.5},  # "Request Latency | p95 >500ms | Add replicas or optimize"
     ),
+    "darwin": AppAlerts(
+        checks=(
+            # the guide's app/api/health/route.ts: NextResponse.json({status, timestamp, services: {timer:
+            # {status: 'healthy'}, redis: await checkRedis(), solana: await checkSolanaRPC()}, ...}), always 200,
+            # so only the body tells; checkRedis/checkSolanaRPC are assumed to return {status: 'healthy'} as
+            # timer does (docs/operating.md asks the app team to confirm)
+            OutsideCheck("redis", "app", "/api/health", '"redis":{"status":"healthy"', CRITICAL, "Alert Conditions: Redis connection failures"),
+            OutsideCheck("solana", "app", "/api/health", '"solana":{"status":"healthy"', WARNING, "Alert Conditions: Solana RPC failures"),
+        ),
+    ),
     "starkdca": AppAlerts(
         logs=(
             LogCount(

@@ -446,7 +446,7 @@ def max_connections(instance_class: str) -> int:
 
 
 def dashboard(args: SystemMonitoringArgs, web: list[list[str]], services: list[list[str]], cluster: str) -> dict[str, Any]:
-    """Widgets: ALB requests, 5xx and p95 per web service; ECS CPU and memory; database and cache."""
+    """Widgets: ALB requests, 5xx, p50 and p95 per web service; ECS CPU and memory; database and cache."""
     region = args.region
 
     def widget(title: str, metrics: list[list[Any]], stat: str = "Average") -> dict[str, Any]:
@@ -468,7 +468,9 @@ def dashboard(args: SystemMonitoringArgs, web: list[list[str]], services: list[l
                 "Sum",
             )
         )
-        widgets.append(widget(f"{key} p95 response time", [["AWS/ApplicationELB", "TargetResponseTime", *dims]], "p95"))
+        # starkdca's guide, "Key Metrics to Watch": "API response times (p50, p95)"
+        latency = [["AWS/ApplicationELB", "TargetResponseTime", *dims, {"stat": "p50", "label": "p50"}], [".", ".", *dims, {"stat": "p95", "label": "p95"}]]
+        widgets.append(widget(f"{key} response time p50 and p95", latency, "p95"))
     if services:
         cpu = [["AWS/ECS", "CPUUtilization", "ClusterName", cluster, "ServiceName", name, {"label": key}] for key, name in services]
         mem = [["AWS/ECS", "MemoryUtilization", "ClusterName", cluster, "ServiceName", name, {"label": key}] for key, name in services]

@@ -68,6 +68,20 @@ def test_offerhub_database_and_redis_are_checked_from_the_internet(prod):
         assert "region" not in alarm  # the stack runs in us-east-1, where Route 53's metrics are
 
 
+def test_darwin_redis_and_solana_failures_are_checked_from_the_internet(prod):
+    # darwin guide, "Alert Conditions": "Redis connection failures", "Solana RPC failures". Its /api/health
+    # answers 200 whatever the services' state (NextResponse.json(health)), so the check matches the body.
+    body = json.dumps(
+        {"status": "healthy", "timestamp": 1, "services": {"timer": {"status": "healthy"}, "redis": {"status": "healthy"}, "solana": {"status": "healthy"}}},
+        separators=(",", ":"),
+    )
+    for dep, priority in (("redis", CRITICAL), ("solana", WARNING)):
+        hc, alarm = check(prod, f"darwin-app-{dep}-outside")
+        assert (hc["type"], hc["fqdn"], hc["resourcePath"]) == ("HTTPS_STR_MATCH", "app.darwin.example.com", "/api/health")
+        assert hc["searchString"] == f'"{dep}":{{"status":"healthy"' and hc["searchString"] in body[: alerting.SEARCH_WINDOW_BYTES]
+        assert alarm["alarmActions"] == [topics(prod)[priority]] and alarm["tags"]["priority"] == priority
+
+
 def test_every_web_service_is_checked_from_the_internet_where_there_is_a_domain(plans, prod):
     # offerhub guide, "Alerts to Configure": "API Down | Health check fails 3x | Critical" (every web service)
     for key in WEB:

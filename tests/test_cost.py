@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
+from components.budget import amount as budget_amount
 from stacks.config import load_platform
 from tests.conftest import ROOT
 from tools import cost, harness
@@ -238,3 +240,16 @@ def test_the_stacks_a_change_touches():
         "tools/data/aws-prices-us-east-1.json",
     ):
         assert cost.touched_stacks([program, "Pulumi.dev.yaml"], stacks) == stacks, program
+
+
+def test_the_readme_cost_table_matches_the_model():
+    # README, "What each environment costs": the figures a newcomer reads first must be the model's
+    model = json.loads((ROOT / "stacks" / "modeled-cost.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    for stack in ("dev", "staging", "prod"):
+        row = re.search(rf"^\| `{stack}` \| \$([0-9,]+) \| \$([0-9,]+) \|", readme, re.MULTILINE)
+        assert row, stack
+        modeled, budget = (int(x.replace(",", "")) for x in row.groups())
+        total = model["monthly_usd"][stack]
+        usd, _ = budget_amount(stack, load_platform(stack, ROOT).preset.budget, model["monthly_usd"])
+        assert modeled == round(total) and budget == round(usd), stack

@@ -223,7 +223,10 @@ def test_one_dashboard_per_system(prod):
     boards = {r.inputs["dashboardName"]: json.loads(r.inputs["dashboardBody"]) for r in prod.of_type("aws:cloudwatch/dashboard:Dashboard")}
     assert set(boards) == {f"prod-{s}" for s in ("twinkle", "offerhub", "starkdca", "aurum", "darwin")}
     titles = [w["properties"]["title"] for w in boards["prod-offerhub"]["widgets"]]
-    assert titles == ["offerhub-api requests and 5xx", "offerhub-api p95 response time", "ECS CPU %", "ECS memory %", "Postgres", "Redis"]
+    assert titles == ["offerhub-api requests and 5xx", "offerhub-api response time p50 and p95", "ECS CPU %", "ECS memory %", "Postgres", "Redis"]
+    # starkdca's guide, "Key Metrics to Watch": "API response times (p50, p95)"
+    latency = next(w for w in boards["prod-starkdca"]["widgets"] if "response time" in w["properties"]["title"])
+    assert [m[-1]["stat"] for m in latency["properties"]["metrics"]] == ["p50", "p95"]
     assert prod.outputs["dashboards"]["darwin"] == "prod-darwin"
 
 
