@@ -65,6 +65,8 @@ SEARCH_STRING_MAX = 255
 RESTART_WINDOW_MINUTES = 15
 RESTART_THRESHOLD = 3
 CRASH_STOP_CODES = ("EssentialContainerExited", "TaskFailedToStart")
+HEALTH_CHECK_STOP_REASON = "Task failed container health checks"
+"""How ECS's service scheduler says it replaced a task whose essential container failed its health check."""
 """``stopCode`` of a task that died or never started (ECS API ``Task.stopCode``). Not counted: a deploy or a
 scale-in (``ServiceSchedulerInitiated``), an operator (``UserInitiated``), a Spot reclaim (``SpotInterruption``,
 ``TerminationNotice``)."""
@@ -407,7 +409,9 @@ def crash_pattern(cluster_arn: str, service_name: str) -> dict:
             "clusterArn": [cluster_arn],
             "group": [f"service:{service_name}"],
             "lastStatus": ["STOPPED"],
-            "stopCode": list(CRASH_STOP_CODES),
+            # crashed, never started, or replaced for failing its container health check (the worker's
+            # heartbeat): the scheduler stops that one with stoppedReason "Task failed container health checks"
+            "$or": [{"stopCode": list(CRASH_STOP_CODES)}, {"stoppedReason": [{"prefix": HEALTH_CHECK_STOP_REASON}]}],
         },
     }
 
@@ -523,7 +527,7 @@ def outside_endpoints(cfg: PlatformConfig, deployed: DeployedSystem, alerts: App
             CRITICAL,
             f"{svc.key} is down from the internet: https://{svc.hostname}{svc.spec.health.path} failed {FAILURE_THRESHOLD} checks in a row "
             "(offerhub: API Down | Health check fails 3x | Critical)",
-            paused=svc.paused,
+            paused=svc.paused or svc.held,  # a held service answers 503 until released: nobody is paged for that
         )
         for svc in web
         if svc.spec.health is not None
@@ -542,7 +546,7 @@ def outside_endpoints(cfg: PlatformConfig, deployed: DeployedSystem, alerts: App
                 check.search,
                 check.priority,
                 f"{svc.key}: {check.name} unhealthy from the internet: https://{svc.hostname}{check.path} lacks {check.search} ({check.seed})",
-                paused=svc.paused,
+                paused=svc.paused or svc.held,
             )
         )
     if out and cfg.preset.edge.ingress_cidrs:

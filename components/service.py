@@ -624,12 +624,19 @@ class Service(pulumi.ComponentResource):
             )
 
 
+GROUP_STICKINESS_SECONDS = 60
+"""How long a sticky service's client stays on one target group of a weighted forward. Shorter than any
+bake: once ECS moves the weights to the new group and the bake ends, the old group is empty, and
+"stickiness takes precedence over adjusting weight" (re:Post, ELB weighted target groups), so a
+day-long group cookie would send its client to an empty group (503) for the rest of the day. The
+target-level cookie keeps a WebSocket client on its task."""
+
+
 def _forward(primary: aws.lb.TargetGroup, alternate: aws.lb.TargetGroup | None, *, sticky: bool) -> aws.lb.ListenerRuleActionArgs:
     """The listener rule's action: forward to the service's group, or, where ECS shifts traffic, to both
     groups weighted 100/0 (the production listener rule must name both: ECS developer guide,
     "Application Load Balancer resources for blue/green, linear, and canary deployments"). A sticky
-    service keeps a client on one group for the cookie's day, so a canary does not bounce it between
-    revisions (ELB user guide, "Target group stickiness")."""
+    service keeps a client on one group for :data:`GROUP_STICKINESS_SECONDS`, less than any bake."""
     if alternate is None:
         return aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=primary.arn)
     return aws.lb.ListenerRuleActionArgs(
@@ -639,7 +646,7 @@ def _forward(primary: aws.lb.TargetGroup, alternate: aws.lb.TargetGroup | None, 
                 aws.lb.ListenerRuleActionForwardTargetGroupArgs(arn=primary.arn, weight=100),
                 aws.lb.ListenerRuleActionForwardTargetGroupArgs(arn=alternate.arn, weight=0),
             ],
-            stickiness=aws.lb.ListenerRuleActionForwardStickinessArgs(enabled=True, duration=86_400) if sticky else None,
+            stickiness=aws.lb.ListenerRuleActionForwardStickinessArgs(enabled=True, duration=GROUP_STICKINESS_SECONDS) if sticky else None,
         ),
     )
 

@@ -52,7 +52,7 @@ from .regions import AWS_REGIONS, region_problem
 from .yamlio import Secure, read_yaml
 
 PROJECT = "platform"  # the Pulumi project name: config namespace of our keys
-CERTIFICATES_PER_LISTENER = 25  # ALB's default quota of certificates per listener (the default one included)
+CERTIFICATES_PER_LISTENER = 25  # ELB quotas: "Certificates per Application Load Balancer (excluding default certificates)": 25
 # The tightest default quotas one ALB meets as web services are added: each web service takes a rule on
 # the load balancer's security group (egress to it; without a domain also an ingress port), and without
 # a domain a listener of its own. Security groups: 60 rules per direction. ALB: 50 listeners.
@@ -655,13 +655,13 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
                 ]
             )
     scopes = edge.certificate_scopes(sc.domain, hosts) if sc.domain and sc.hosted_zone_id else []
-    if sc.domain and 1 + len(scopes) + external_certificates > CERTIFICATES_PER_LISTENER:
+    if sc.domain and len(scopes) + external_certificates > CERTIFICATES_PER_LISTENER:
         raise ConfigError(
             [
                 Problem(
                     file,
                     f"{PROJECT}:domain",
-                    f"the HTTPS listener would need {1 + len(scopes) + external_certificates} certificates (one per host parent and per "
+                    f"the HTTPS listener would need {len(scopes) + external_certificates} certificates beside its default one (one per host parent and per "
                     "host outside the domain); an ALB takes "
                     f"{CERTIFICATES_PER_LISTENER} by default. Use hostnames directly under the domain, or raise the quota",
                 )

@@ -257,7 +257,13 @@ def test_starkdca_worker_restarting_repeatedly_pages(prod):
     pattern = json.loads(rule.inputs["eventPattern"])
     service = prod.outputs["service_names"]["starkdca-worker"]
     assert pattern["detail-type"] == ["ECS Task State Change"] and pattern["detail"]["group"] == [f"service:{service}"]
-    assert pattern["detail"]["lastStatus"] == ["STOPPED"] and "ServiceSchedulerInitiated" not in pattern["detail"]["stopCode"]
+    # crashes and failed starts count, and so does a replacement for a failed container health check (the
+    # worker's heartbeat; ECS stops it with stoppedReason "Task failed container health checks"); a deploy's
+    # or scale-in's stop (stopCode ServiceSchedulerInitiated with another reason) does not
+    (codes, reasons) = pattern["detail"]["$or"]
+    assert pattern["detail"]["lastStatus"] == ["STOPPED"] and "ServiceSchedulerInitiated" not in codes["stopCode"]
+    assert set(codes["stopCode"]) == {"EssentialContainerExited", "TaskFailedToStart"}
+    assert reasons == {"stoppedReason": [{"prefix": "Task failed container health checks"}]}
     alarm = alarms(prod)["starkdca-worker-restarting"]
     # AWS/Events metrics with only RuleName are the default bus's:
     # https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-monitoring.html
@@ -283,3 +289,13 @@ def test_eventbridge_may_write_the_worker_s_stops_into_its_log_group(prod):
 @pytest.mark.parametrize("search", ["", "x" * 256])
 def test_search_strings_route53_would_refuse_are_caught(search):
     assert alerting.search_problem(search)
+
+
+def test_a_held_service_pages_nobody_from_the_internet(plans, prod):
+    # the shipped prod stack holds every service (secrets unset): they answer 503 until released, which is
+    # no outage; once released (the prod fixture), the same checks page
+    held = alarms(plans["prod"])
+    released = alarms(prod)
+    for key in WEB:
+        assert held[f"{key}-health-outside"]["actionsEnabled"] is False, key
+        assert released[f"{key}-health-outside"]["actionsEnabled"] is True, key

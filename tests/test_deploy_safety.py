@@ -253,3 +253,12 @@ def test_each_deploy_role_may_pass_the_infrastructure_role_and_attach_only_its_p
 
 def _list(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def test_a_sticky_service_leaves_the_old_group_before_the_bake_ends(prod):
+    # ELB: with weighted target groups, group stickiness "takes precedence over adjusting weight": a group
+    # cookie longer than the bake would keep its clients on the emptied old group (503s) after a canary
+    rule = prod.one("aws:lb/listenerRule:ListenerRule", "aurum-api-rule")
+    stickiness = rule.inputs["actions"][0]["forward"]["stickiness"]
+    bake = int(prod.one("aws:ecs/service:Service", "aurum-api-service").inputs["deploymentConfiguration"]["bakeTimeInMinutes"])
+    assert stickiness["enabled"] is True and 0 < stickiness["duration"] < bake * 60
