@@ -76,7 +76,15 @@ def collector_config(
     else:
         exporters = {
             "awsxray": {"region": region},
-            "awsemf": {"region": region, "namespace": namespace(env, system), "log_group_name": metrics_log_group, "log_stream_name": service_key},
+            # the rollup the queue alarms read ({OTelLib} alone), stated: the exporter's default can be turned
+            # off by a feature gate (awsemf.nodimrollupdefault), which would leave those alarms at OK forever
+            "awsemf": {
+                "region": region,
+                "namespace": namespace(env, system),
+                "log_group_name": metrics_log_group,
+                "log_stream_name": service_key,
+                "dimension_rollup_option": "ZeroAndSingleDimensionRollup",
+            },
         }
         traces, metrics_out = ["awsxray"], ["awsemf"]
     return {

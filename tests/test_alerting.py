@@ -237,6 +237,8 @@ def test_offerhub_queue_backlog_and_dead_letter_alarms_read_what_the_collector_w
     config = json.loads(next(e["value"] for e in sidecar["environment"] if e["name"] == "AOT_CONFIG_CONTENT"))
     assert config["exporters"]["awsemf"]["namespace"] == a["offerhub-queue-waiting"]["namespace"] == "Platform/prod/offerhub"
     assert "awsemf" in config["service"]["pipelines"]["metrics"]["exporters"]
+    # the alarms read the {OTelLib}-only series: the rollup that writes it is stated, not left to a default
+    assert config["exporters"]["awsemf"]["dimension_rollup_option"] == "ZeroAndSingleDimensionRollup"
 
 
 def test_starkdca_failed_runs_are_counted_from_the_worker_s_logs(prod):
