@@ -507,7 +507,7 @@ def app_alarms(
 
 
 def _autoscaled(s: Service, cfg: PlatformConfig) -> bool:
-    from .service import task_counts
+    from .workload import task_counts
 
     desired, maximum = task_counts(s.deployed, cfg.preset.compute)
     return maximum > desired

@@ -74,7 +74,6 @@ a 0.25 vCPU / 0.5 GB task runs about $7/month on demand.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,9 +91,9 @@ from . import otel, postgres
 from .alb import Alb
 from .cluster import capacity_provider
 from .iam import service_trust
-from .workload import steady_state_timeout
+from .workload import DEFAULT_USER, listener_condition, revision_hash, steady_state_timeout, task_counts, volume_name
+from .workload import target_group as workload_target_group
 
-DEFAULT_USER = "1000:1000"
 STOP_MARGIN_SECONDS = 5
 MIGRATION_GRACE_SECONDS = 120
 MEMORY_TARGET_PERCENT = 80
@@ -298,41 +297,16 @@ class Service(pulumi.ComponentResource):
                 _tcp_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-from-alb", sg.id, alb.security_group_id, spec.port, "from the load balancer", child),
                 _tcp_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-alb-out", alb.security_group_id, sg.id, spec.port, f"to {d.key}", child),
             ]
-            h = spec.health
             shifting = args.deploy.strategy != "rolling"
 
             def group(suffix: str) -> aws.lb.TargetGroup:
-                return aws.lb.TargetGroup(
-                    f"{name}-{suffix}",
-                    vpc_id=args.vpc_id,
-                    target_type="ip",
-                    protocol="HTTP",
-                    port=spec.port,
-                    deregistration_delay=spec.shutdown_seconds,
-                    health_check=aws.lb.TargetGroupHealthCheckArgs(
-                        enabled=True,
-                        path=h.path,
-                        matcher=h.matcher,
-                        protocol="HTTP",
-                        port="traffic-port",
-                        interval=h.interval_seconds,
-                        timeout=h.timeout_seconds,
-                        healthy_threshold=h.healthy_threshold,
-                        unhealthy_threshold=h.unhealthy_threshold,
-                    ),
-                    stickiness=aws.lb.TargetGroupStickinessArgs(type="lb_cookie", enabled=True, cookie_duration=86_400) if spec.sticky else None,
-                    opts=child,
-                )
+                return workload_target_group(f"{name}-{suffix}", d, args.vpc_id, child)
 
             target_group = group("tg")
             # "tg2": ELB allows 32 characters in a target group name; with Pulumi's 8-character suffix this fits
             # keys of up to 20 (twinkle-facilitator is 19)
             alternate = group("tg2") if shifting else None
-            condition = (
-                aws.lb.ListenerRuleConditionArgs(host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(values=[d.hostname]))
-                if alb.https
-                else aws.lb.ListenerRuleConditionArgs(path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=["/*"]))
-            )
+            condition = listener_condition(alb, d)
             rule = aws.lb.ListenerRule(
                 f"{name}-rule",
                 listener_arn=alb.listener_arn(d.key),
@@ -670,11 +644,6 @@ def _tcp_rule(
 # ---------------------------------------------------------------- pure functions (tested directly)
 
 
-def revision_hash(values: Sequence[object]) -> str:
-    """16 hex characters that change when any of ``values`` (secret version ids, rotation keys, an image) changes."""
-    return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:16]
-
-
 ECS_STRATEGY = {"rolling": "ROLLING", "blue_green": "BLUE_GREEN", "canary": "CANARY"}
 
 
@@ -693,34 +662,6 @@ def deployment_configuration(deploy: DeployPreset) -> dict[str, Any]:
             canary_percent=float(deploy.canary_percent), canary_bake_time_in_minutes=str(deploy.canary_minutes)
         )
     return out
-
-
-def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
-    """(running tasks, autoscaling ceiling). Equal when the service does not autoscale.
-
-    The app's own floor (darwin: three instances) wins over the preset's; a singleton is always 1.
-    A held service (an external secret without a value, or waiting for a held service) runs none and
-    is not autoscaled: ECS cannot start a task whose secret has no value, and a task that cannot start
-    trips the circuit breaker. Once it is released, its scalable target is registered with the real
-    minimum, and Application Auto Scaling raises the running count to it ("anytime ...
-    RegisterScalableTarget is called ... if [capacity] falls outside of the minimum-maximum range, then
-    the capacity is updated", Application Auto Scaling user guide, "concepts").
-    """
-    spec = d.spec
-    if d.held or d.paused:  # paused: an operator stopped it (tools.ops pause); an up keeps it stopped
-        return 0, 0
-    if spec.kind is ServiceKind.singleton:
-        return 1, 1
-    web = spec.kind is ServiceKind.web
-    minimum = spec.scaling.min_tasks or (c.web_min_tasks if web else c.worker_min_tasks)
-    if not (c.autoscaling and spec.scaling.autoscale):
-        return minimum, minimum
-    ceiling = spec.scaling.max_tasks or (c.web_max_tasks if web else c.worker_max_tasks)
-    return minimum, max(minimum, ceiling)
-
-
-def volume_name(path: str) -> str:
-    return "scratch-" + ("".join(ch if ch.isalnum() else "-" for ch in path.strip("/")) or "root")
 
 
 def container_definitions(

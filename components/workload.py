@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_aws as aws
 
-from stacks.catalog import ServiceKind
-from stacks.config import DeployedService
+from stacks.config import DeployedService, task_range
 from stacks.presets import ComputePreset
 
 from .alb import Alb
@@ -41,17 +40,9 @@ def task_counts(d: DeployedService, c: ComputePreset) -> tuple[int, int]:
     RegisterScalableTarget is called ... if [capacity] falls outside of the minimum-maximum range, then
     the capacity is updated", Application Auto Scaling user guide, "concepts").
     """
-    spec = d.spec
     if d.held or d.paused:  # paused: an operator stopped it (tools.ops pause); an up keeps it stopped
         return 0, 0
-    if spec.kind is ServiceKind.singleton:
-        return 1, 1
-    web = spec.kind is ServiceKind.web
-    minimum = spec.scaling.min_tasks or (c.web_min_tasks if web else c.worker_min_tasks)
-    if not (c.autoscaling and spec.scaling.autoscale):
-        return minimum, minimum
-    ceiling = spec.scaling.max_tasks or (c.web_max_tasks if web else c.worker_max_tasks)
-    return minimum, max(minimum, ceiling)
+    return task_range(d.spec, c)
 
 
 def steady_state_timeout(spec: object) -> str:

@@ -914,18 +914,22 @@ def _resolve_env(values: dict[str, EnvValue], env: str) -> dict[str, str]:
     return out
 
 
-def web_task_ceiling(spec: Any, compute: Any) -> int:
-    """Most tasks a web service may run in this preset: its floor, or its autoscaling ceiling
-    (``components/service.py`` ``task_counts`` for a service nothing holds)."""
-    minimum = spec.scaling.min_tasks or compute.web_min_tasks
+def task_range(spec: Any, compute: Any) -> tuple[int, int]:
+    """(floor, ceiling) of a service's running tasks in this preset when nothing holds or pauses it: the
+    app's own floor (darwin: three instances) over the preset's, a singleton always 1, the autoscaling
+    ceiling where the preset and the service autoscale (``components/workload.py`` ``task_counts``)."""
+    if spec.kind is ServiceKind.singleton:
+        return 1, 1
+    web = spec.kind is ServiceKind.web
+    minimum = spec.scaling.min_tasks or (compute.web_min_tasks if web else compute.worker_min_tasks)
     if not (compute.autoscaling and spec.scaling.autoscale):
-        return minimum
-    return max(minimum, spec.scaling.max_tasks or compute.web_max_tasks)
+        return minimum, minimum
+    return minimum, max(minimum, spec.scaling.max_tasks or (compute.web_max_tasks if web else compute.worker_max_tasks))
 
 
 def scales_out(system: System, preset: Preset) -> bool:
     """True when a web service of ``system`` may run more than one task in ``preset``."""
-    return any(web_task_ceiling(svc, preset.compute) > 1 for svc in system.services.values() if svc.kind is ServiceKind.web)
+    return any(task_range(svc, preset.compute)[1] > 1 for svc in system.services.values() if svc.kind is ServiceKind.web)
 
 
 def _settings(system: System, dep: SystemDeployment, env: str, key: str, file: str, problems: list[Problem]) -> tuple[dict[str, str], dict[str, str]]:

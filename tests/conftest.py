@@ -43,6 +43,21 @@ def plan(stack: str, project_dir: Path = ROOT, registry: dict | None = None, con
     return harness.run(stack, project_dir, program=lambda: run_stack(project_dir), registry=registry, config=config)
 
 
+def refused_real_up(monkeypatch: pytest.MonkeyPatch, stack: str) -> tuple[str, list]:
+    """WHEN ``stack`` runs as a real ``pulumi up`` would (not under the mock runtime, not a dry run; only
+    ``components.platform.offline`` is simulated) and stops: (its message, the resources it declared)."""
+    import pulumi
+
+    from components import platform
+
+    monkeypatch.setattr(platform, "offline", lambda: False)
+    captured = harness.Capture(stack=stack)
+    monkeypatch.setattr(harness, "Capture", lambda stack: captured)
+    with pytest.raises(pulumi.RunError) as info:
+        plan(stack, ROOT)
+    return str(info.value), captured.resources
+
+
 @pytest.fixture(scope="session")
 def plans() -> dict[str, harness.Capture]:
     """The three real stacks, planned once per test session."""

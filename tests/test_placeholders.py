@@ -4,13 +4,11 @@ by the offline plan and stop a real `pulumi up` before anything is declared."""
 
 from __future__ import annotations
 
-import pulumi
 import pytest
 
-from components import platform
 from stacks import placeholders
 from stacks.config import load_platform
-from tests.conftest import ROOT, plan
+from tests.conftest import ROOT, refused_real_up
 from tools import harness
 
 
@@ -55,13 +53,8 @@ def test_prod_example_lists_its_example_domain_zone_emails_and_digests():
 
 
 def test_a_real_up_of_prod_stops_naming_each_placeholder(monkeypatch):
-    monkeypatch.setattr(platform, "offline", lambda: False)
-    captured = harness.Capture(stack="prod")
-    monkeypatch.setattr(harness, "Capture", lambda stack: captured)
-    with pytest.raises(pulumi.RunError) as info:
-        plan("prod", ROOT)
-    message = str(info.value)
+    message, declared = refused_real_up(monkeypatch, "prod")
     assert "Pulumi.prod.yaml: platform:domain: 'example.com' is a name reserved for examples" in message
     assert "platform:hosted_zone_id: 'Z0PRODEXAMPLE' is an example value" in message
     assert "platform:systems.darwin.images.app: 'sha256:" in message and "the offline plan computed from a tag" in message
-    assert captured.resources == []
+    assert declared == []

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from components.service import task_counts
+from components.workload import task_counts
 from policy import local
 from stacks.catalog import load_catalog
 from stacks.config import load_platform, placeholders

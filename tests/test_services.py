@@ -10,7 +10,8 @@ from botocore.session import get_session
 from botocore.validate import ParamValidator
 
 from components import otel, postgres
-from components.service import EGRESS_BY_SECRET, HTTPS, DatabaseBootstrap, container_definitions, egress_for, task_counts
+from components.service import EGRESS_BY_SECRET, HTTPS, DatabaseBootstrap, container_definitions, egress_for
+from components.workload import task_counts
 from stacks.catalog import fargate_pair_problem
 from stacks.config import load_platform
 from tests.conftest import ROOT, plan

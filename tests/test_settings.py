@@ -13,7 +13,7 @@ from components.service import EGRESS_BY_SECRET
 from stacks.catalog import is_placeholder, load_catalog, url_with_key
 from stacks.config import load_platform
 from stacks.errors import ConfigError
-from tests.conftest import ROOT, plan
+from tests.conftest import ROOT, plan, refused_real_up
 
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -143,19 +143,12 @@ def test_a_real_preview_warns_of_each_placeholder(monkeypatch):
 
 
 def test_a_real_run_stops_on_placeholders_before_declaring_anything(monkeypatch):
-    # GIVEN a run that is not under the mock runtime (a real preview or up): simulated by the check
-    monkeypatch.setattr(platform, "offline", lambda: False)
-    from tools import harness
-
-    captured = harness.Capture(stack="dev")
-    monkeypatch.setattr(harness, "Capture", lambda stack: captured)
-    with pytest.raises(pulumi.RunError) as info:
-        plan("dev", ROOT)
-    message = str(info.value)
+    # GIVEN a real up of dev (not under the mock runtime)
+    message, declared = refused_real_up(monkeypatch, "dev")
     # THEN it names every placeholder and declares no resource
     assert 'platform:systems.aurum.env.MARKET_FACTORY_ADDRESS: "to-do: address' in message
     assert 'platform:systems.twinkle.env.START_BLOCK: "to-do:' in message
-    assert captured.resources == []
+    assert declared == []
 
 
 def test_offline_is_true_under_the_mock_runtime(plans):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from components.budget import MODEL_FILE
-from components.service import task_counts
+from components.workload import task_counts
 from stacks.config import PlatformConfig
 
 from .harness import PROJECT_DIR, Capture, Resource

@@ -29,7 +29,7 @@ from typing import Any
 import pulumi
 
 from components.platform import HELD_WARNING
-from components.service import task_counts
+from components.workload import task_counts
 from policy import local as policy_local
 from policy import rules as policy_rules
 from stacks.config import PlatformConfig, hold_missing_images, load_platform, placeholders
