@@ -395,7 +395,7 @@ class Alb(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         group = aws.cloudwatch.LogGroup(
             f"{name}-waf-logs",
-            name=f"aws-waf-logs-platform-{args.env}",
+            name=f"aws-waf-logs-platform-{args.env}" + ("" if name == "alb" else f"-{name}"),  # one group per load balancer
             retention_in_days=args.log_retention_days,
             kms_key_id=args.kms_key_arn,
             opts=child,

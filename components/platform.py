@@ -8,6 +8,7 @@ decision about a resource lives in its component.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from stacks.catalog import ServiceKind
 from stacks.config import PROJECT, DeployedSystem, PlatformConfig, hold_instructions, hold_missing_images, load_platform, placeholder_problems
 from stacks.errors import ConfigError
 
+from . import core as core_ref
+from . import shared_data
 from .alb import Alb, AlbArgs
 from .alerting import ROUTE53_METRICS_REGION, AppAlarms, app_alarms
 from .budget import NO_BUDGET_WARNING, Budget, BudgetArgs, read_model
@@ -49,6 +52,7 @@ from .redis_export import RedisExport, RedisExportArgs
 from .registry import Registry, RegistryArgs
 from .secrets import DatabaseSecrets, SystemSecrets, SystemSecretsArgs
 from .service import Connection, DatabaseBootstrap, Service, ServiceArgs, Telemetry
+from .shared_data import PostgresTenant, RedisTenant, SharedData, SharedStores
 from .tags import check_default_tags, register_tag_transform
 
 HELD_WARNING = " runs no task until: "
@@ -69,29 +73,41 @@ class SystemData:
 
 @dataclass
 class Shared:
-    """What every system's services use."""
+    """What every system's services use: the environment's core, declared in this stack (all-in-one, or
+    the split layout's core) or read from the core stack (``components/core.py``)."""
 
-    account_id: pulumi.Output[str]
-    key: EnvironmentKey
-    network: Network
-    cluster: Cluster | None
+    account_id: pulumi.Input[str]
+    key: EnvironmentKey | core_ref.Key
+    network: Network | core_ref.NetworkRef
+    cluster: Cluster | core_ref.ClusterRef | None
     registry: Registry
-    alb: Alb | None
+    alb: Alb | core_ref.AlbRef | None
     telemetry: Telemetry
-    topic: AlarmTopic
+    topic: AlarmTopic | core_ref.Topic
     """The critical topic (pages); ``warning`` emails."""
-    warning: AlarmTopic | None = None
+    warning: AlarmTopic | core_ref.Topic | None = None
     route53_topics: Topics | None = None
     """us-east-1 copies of both topics, for the Route 53 health check alarms of a stack elsewhere."""
+    dr: DrCopy | None = None
+    """Where Postgres backups are copied (``platform:recovery``)."""
+    albs: dict[int, Alb] = field(default_factory=dict)
+    """Every load balancer of the environment by number; ``alb`` is a system's own (:meth:`for_system`)."""
+    data: SharedData | SharedStores | None = None
+    """The environment's shared Postgres and Redis (preset ``data.shared``), declared in this stack's core part."""
+
+    def for_system(self, cfg: PlatformConfig, system: str) -> Shared:
+        """What ``system``'s services use: the load balancer it is assigned (``PlatformConfig.load_balancers``)."""
+        index = cfg.load_balancers.get(system, 1)
+        return self if index not in self.albs else dataclasses.replace(self, alb=self.albs[index])
 
 
 @dataclass
 class Platform:
-    key: EnvironmentKey
-    network: Network
-    cluster: Cluster | None
+    key: EnvironmentKey | core_ref.Key
+    network: Network | core_ref.NetworkRef
+    cluster: Cluster | core_ref.ClusterRef | None
     """None with ``compute: kubernetes``."""
-    alb: Alb | None
+    alb: Alb | core_ref.AlbRef | None
     systems: dict[str, SystemData] = field(default_factory=dict)
 
 
@@ -108,10 +124,60 @@ def _lookup(tree: pulumi.Output[Any], path: str) -> pulumi.Output[str]:
 
 
 def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = None, kubeconfig: pulumi.Output[str] | None = None) -> Platform | None:
-    """Declare every resource of the environment and export what users look for."""
-    preset = cfg.preset
+    """Declare the stack's resources and export what users look for.
+
+    All-in-one (no ``platform:layout``): the environment's core and every system. Split layout: a core
+    stack declares the core and exports it (:data:`components.core.OUTPUT`); a system stack reads that
+    export and declares its one system. Both call the same functions, so a resource has the same name
+    and inputs in either layout (``tests/test_layouts.py``)."""
     register_tag_transform(cfg.systems)
     account_id = aws.get_caller_identity_output().account_id
+    if cfg.core_stack:
+        shared, cfg = _from_core(cfg)
+    else:
+        shared, cfg = _core(cfg, account_id)
+    platform = Platform(key=shared.key, network=shared.network, cluster=shared.cluster, alb=shared.alb)
+    if cfg.is_core:
+        pulumi.export(core_ref.OUTPUT, core_ref.export(cfg, shared))
+        _core_exports(cfg, shared)
+        return platform
+    kube = cfg.stack_config.kubernetes if cfg.stack_config.compute == "kubernetes" else None
+    edge_rules = _alb_to_cluster(shared.alb, kube.cluster_security_group_id, _web_ports(cfg)) if kube and shared.alb else []
+    cluster_provider = provider(kube, kubeconfig) if kube else None
+    everything = shared
+    for system in cfg.systems.values():
+        shared = everything.for_system(cfg, system.name)
+        data = _data_tier(
+            cfg, system, shared.key, shared.network, external_secrets, shared.dr, account_id=shared.account_id, topic_arn=shared.topic.arn, tier=shared.data
+        )
+        if kube and cluster_provider:
+            data.workloads = _workloads(cfg, system, data, shared, cluster_provider, edge_rules)
+        else:
+            data.services = _services(cfg, system, data, shared)
+        data.monitoring = _monitoring(cfg, system, data, shared)
+        if shared.cluster is not None:
+            alb = shared.alb
+            data.alerting = app_alarms(
+                cfg, system, data.services, topics=Topics(shared.topic.arn, shared.warning.arn if shared.warning else shared.topic.arn),
+                route53_topics=shared.route53_topics, cluster_name=shared.cluster.name, cluster_arn=shared.cluster.arn,
+                load_balancer=alb.arn_suffix if alb else None, account_id=shared.account_id, kms_key_arn=shared.key.arn,
+            )  # fmt: skip
+        platform.systems[system.name] = data
+    if cfg.core_stack is None:
+        _core_exports(cfg, everything)
+    _system_exports(cfg, everything, platform, kube is not None)
+    return platform
+
+
+def _web_ports(cfg: PlatformConfig) -> list[int]:
+    return sorted({svc.spec.port for svc in cfg.services() if svc.spec.kind is ServiceKind.web and svc.spec.port})
+
+
+def _core(cfg: PlatformConfig, account_id: pulumi.Output[str]) -> tuple[Shared, PlatformConfig]:
+    """The environment's core: image repositories, KMS key, network, cluster, load balancer, alarm
+    topics, budget, telemetry credential, DR key and the Redis export. Returns it and ``cfg`` with each
+    service whose image is not pushed yet held."""
+    preset = cfg.preset
     registry_cfg = cfg.stack_config.registry
     registry = Registry(
         "registry",
@@ -126,14 +192,8 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
         ),
     )
     pulumi.export("repository_urls", registry.urls)
-    cfg = hold_missing_images(
-        cfg,
-        {
-            svc.key: f"{repository}{'@' if svc.image.digest else ':'}{svc.image.digest or svc.image.tag}"
-            for svc in cfg.services()
-            if not registry.pushed(repository := f"{svc.system}/{svc.image_name}", svc.image)
-        },
-    )
+    if not cfg.is_core:  # a core runs no image
+        cfg = _hold_unpushed(cfg, registry)
     key = EnvironmentKey(
         "key",
         EnvironmentKeyArgs(
@@ -165,12 +225,12 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     if preset.compute.exec_enabled:
         exec_log = ExecLog(name=f"/platform/{cfg.env}/ecs-exec", kms_key_arn=key.arn, retention_days=preset.logs.retention_days)
     cluster = None if kube else Cluster("cluster", ClusterArgs(name=f"platform-{cfg.env}", spot=preset.compute.spot, exec_log=exec_log))
-    web = [svc for svc in cfg.services() if svc.spec.kind is ServiceKind.web]
-    idle_timeout = cfg.idle_timeout_seconds
-    alb = None
-    if web and (kube is None or kube.ingress_class == "alb"):  # on Kubernetes too: pods join it through TargetGroupBindings
-        alb = Alb(
-            "alb",
+    albs: dict[int, Alb] = {}
+    for index, web in cfg.web_by_load_balancer().items():
+        if kube is not None and kube.ingress_class != "alb":
+            break  # the cluster's ingress controller serves the hosts; otherwise pods join ours through TargetGroupBindings
+        albs[index] = Alb(
+            alb_name(index),
             AlbArgs(
                 vpc_id=network.vpc_id,
                 public_subnet_ids=network.public_subnet_ids,
@@ -182,7 +242,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 outside_hosts={svc.key: (svc.external.hosted_zone_id, svc.external.certificate_arn) for svc in web if svc.external},
                 strict_paths={svc.key: svc.spec.strict_paths for svc in web if svc.spec.strict_paths},
                 webhooks={svc.key: svc.spec.webhooks for svc in web if svc.spec.webhooks},
-                idle_timeout_seconds=idle_timeout,
+                idle_timeout_seconds=cfg.idle_timeout_seconds,
                 env=cfg.env,
                 kms_key_arn=key.arn,
                 log_retention_days=preset.logs.retention_days,
@@ -190,12 +250,12 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 ecs_traffic_shifting=kube is None and preset.deploy.strategy != "rolling",
             ),
         )
-    edge_rules = _alb_to_cluster(alb, kube.cluster_security_group_id, sorted({svc.spec.port for svc in web if svc.spec.port})) if kube and alb else []
+    alb = albs.get(1)
     # two priorities (docs/operating.md, "Alarms"): critical pages, warning emails
     topic = AlarmTopic("alarms", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails, account_id=account_id))
     warning = AlarmTopic("alarms-warning", AlarmTopicArgs(kms_key_arn=key.arn, emails=cfg.stack_config.alarm_emails, account_id=account_id))
     route53_topics = None
-    if cfg.region != ROUTE53_METRICS_REGION and cfg.domain and alb is not None:
+    if cfg.region != ROUTE53_METRICS_REGION and cfg.domain and albs:
         # Route 53 health check metrics exist in us-east-1 only, and an alarm notifies topics of its own region
         east_key = EnvironmentKey(
             "alarms-key-us-east-1",
@@ -218,7 +278,8 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
     if preset.budget.enabled:
         # the environment's monthly cost against the model (components/budget.py); after the topic, whose
         # policy must let AWS Budgets publish before a notification can name it
-        limit, basis = budget_amount(cfg.stack, preset.budget, read_model())
+        # a split layout's core budgets the environment: what the all-in-one stack of its name models
+        limit, basis = budget_amount(cfg.env if cfg.is_core else cfg.stack, preset.budget, read_model())
         if limit is None:
             pulumi.log.warn(NO_BUDGET_WARNING + basis)
         else:
@@ -232,18 +293,16 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             )
             Budget("budget", budget_args, opts=pulumi.ResourceOptions(depends_on=[warning]))
             pulumi.export("monthly_budget", {"usd": limit, "from": basis})
-    if alb is not None:
+    for index, lb in albs.items():
         # the load balancer's own 502/503/504 are published per load balancer only
-        LoadBalancerMonitoring("alb-monitoring", LoadBalancerMonitoringArgs(load_balancer=alb.arn_suffix, topic_arn=topic.arn, settings=preset.observability))
+        LoadBalancerMonitoring(
+            f"{alb_name(index)}-monitoring", LoadBalancerMonitoringArgs(load_balancer=lb.arn_suffix, topic_arn=topic.arn, settings=preset.observability)
+        )
     obs = cfg.stack_config.observability
     telemetry = Telemetry()
     if obs.otlp_endpoint:
         credential = TelemetryCredential("otlp-auth", cfg.env, key.arn, preset.security.secret_recovery_days)
         telemetry = Telemetry(otlp_endpoint=obs.otlp_endpoint, auth_header=obs.otlp_auth_header, auth_secret_arn=credential.arn)
-    shared = Shared(
-        account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb, telemetry=telemetry, topic=topic,
-        warning=warning, route53_topics=route53_topics,
-    )  # fmt: skip
     dr = None
     if (recovery := cfg.stack_config.recovery) is not None:
         dr_key = EnvironmentKey(
@@ -259,42 +318,107 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             ),
         )
         dr = DrCopy(region=recovery.dr_region, kms_key_arn=dr_key.arn, retention_days=recovery.backup_retention_days)
-    platform = Platform(key=key, network=network, cluster=cluster, alb=alb)
-    cluster_provider = provider(kube, kubeconfig) if kube else None
-    for system in cfg.systems.values():
-        data = _data_tier(cfg, system, key, network, external_secrets, dr, account_id=account_id, topic_arn=topic.arn)
-        if kube and cluster_provider:
-            data.workloads = _workloads(cfg, system, data, shared, cluster_provider, edge_rules)
-        else:
-            data.services = _services(cfg, system, data, shared)
-        data.monitoring = _monitoring(cfg, system, data, shared)
-        if shared.cluster is not None:
-            data.alerting = app_alarms(
-                cfg, system, data.services, topics=Topics(topic.arn, warning.arn), route53_topics=route53_topics,
-                cluster_name=shared.cluster.name, cluster_arn=shared.cluster.arn, load_balancer=alb.arn_suffix if alb else None,
-                account_id=account_id, kms_key_arn=key.arn,
-            )  # fmt: skip
-        platform.systems[system.name] = data
+        # each cache of the environment, by its replication group id (components/redis.py: <system>-<env>)
+        caches = [f"{s.name}-{cfg.env}" for s in cfg.systems.values() if s.system.redis]
+        if caches:
+            export = RedisExport(
+                "redis-export",
+                RedisExportArgs(
+                    env=cfg.env,
+                    region=cfg.region,
+                    dr_region=recovery.dr_region,
+                    account_id=account_id,
+                    replication_group_ids=caches,
+                    kms_key_arn=key.arn,
+                    topic_arn=warning.arn,  # a stale DR copy is a warning: nothing is down
+                    interval_minutes=recovery.redis_export_minutes,
+                    retention_days=recovery.backup_retention_days,
+                    log_retention_days=preset.logs.retention_days,
+                    restore_role_arns=preset.security.redis_restore_role_arns,
+                ),
+            )
+            pulumi.export("redis_dr_bucket", export.dr_bucket)
+    # LAYOUT-REFACTOR-DONE: environment-wide data stores (dev's shared Postgres and Redis) are declared
+    # here, in the core, and reach a split layout's system stacks through components/core.py (export/Core).
+    data = None
+    if (sharing := shared_data.tenancy(cfg)) is not None:
+        # one Postgres instance and one Redis for the systems that can share them (components/shared_data.py)
+        data = shared_data.SharedData(
+            cfg, sharing, vpc_id=network.vpc_id, subnet_ids=network.isolated_subnet_ids, kms_key_arn=key.arn, account_id=account_id,
+            topic_arn=topic.arn, dr=dr,
+        )  # fmt: skip
+        shared_data.monitoring(cfg, data, topic_arn=topic.arn, warning_topic_arn=warning.arn, cluster_name=cluster.name if cluster else "")
+        # what is shared, by whom, with which Redis number (no secret); a split core adds the secrets its
+        # system stacks rebuild their tenants from (shared_data.read_core)
+        for output, value in shared_data.stack_outputs(data.export()).items():
+            if cfg.is_core or output == shared_data.OUTPUT:
+                pulumi.export(output, value)
+    shared = Shared(
+        account_id=account_id, key=key, network=network, cluster=cluster, registry=registry, alb=alb, telemetry=telemetry, topic=topic,
+        warning=warning, route53_topics=route53_topics, dr=dr, data=data, albs=albs,
+    )  # fmt: skip
+    return shared, cfg
 
-    caches = {n: d.redis for n, d in platform.systems.items() if d.redis}
-    if recovery is not None and caches:
-        export = RedisExport(
-            "redis-export",
-            RedisExportArgs(
-                env=cfg.env,
-                region=cfg.region,
-                dr_region=recovery.dr_region,
-                account_id=account_id,
-                replication_group_ids=[c.replication_group_id for c in caches.values()],
-                kms_key_arn=key.arn,
-                topic_arn=warning.arn,  # a stale DR copy is a warning: nothing is down
-                interval_minutes=recovery.redis_export_minutes,
-                retention_days=recovery.backup_retention_days,
-                log_retention_days=preset.logs.retention_days,
-                restore_role_arns=preset.security.redis_restore_role_arns,
-            ),
-        )
-        pulumi.export("redis_dr_bucket", export.dr_bucket)
+
+def alb_name(index: int) -> str:
+    """The first load balancer keeps the name it always had; the next are ``alb-2``, ``alb-3``..."""
+    return "alb" if index == 1 else f"alb-{index}"
+
+
+def _hold_unpushed(cfg: PlatformConfig, registry: Registry) -> PlatformConfig:
+    """``cfg`` with each service whose image is not in our repository yet held at zero tasks."""
+    return hold_missing_images(
+        cfg,
+        {
+            svc.key: f"{repository}{'@' if svc.image.digest else ':'}{svc.image.digest or svc.image.tag}"
+            for svc in cfg.services()
+            if not registry.pushed(repository := f"{svc.system}/{svc.image_name}", svc.image)
+        },
+    )
+
+
+def _from_core(cfg: PlatformConfig) -> tuple[Shared, PlatformConfig]:
+    """A system stack of the split layout: the core's export, read through a StackReference and checked
+    against this stack before any resource of its own is declared; the system's image repositories
+    referenced by name (the core created them)."""
+    assert cfg.core_stack is not None
+    core = core_ref.read(cfg)
+    registry = Registry(
+        "registry",
+        RegistryArgs(
+            repositories=sorted({f"{s.name}/{image}" for s in cfg.systems.values() for image in s.system.images}),
+            create=False,
+            account_id=core.registry_account_id,
+            region=cfg.region,
+            registry_id=core.registry_id,
+        ),
+    )
+    cfg = _hold_unpushed(cfg, registry)
+    alb = core.alb(cfg) if any(svc.spec.kind is ServiceKind.web for svc in cfg.services()) else None
+    # the core's shared data stores (dev), through the same reference
+    data = shared_data.read_core(cfg, core.reference) if cfg.preset.data.shared and core.reference is not None else None
+    shared = Shared(
+        account_id=core.account_id, key=core.key, network=core.network, cluster=core.cluster, registry=registry, alb=alb,
+        telemetry=core.telemetry, topic=core.critical, warning=core.warning, route53_topics=core.route53_topics, dr=core.dr, data=data,
+    )  # fmt: skip
+    return shared, cfg
+
+
+def _core_exports(cfg: PlatformConfig, shared: Shared) -> None:
+    """What users of the environment look for, from its core."""
+    pulumi.export("environment", cfg.env)
+    pulumi.export("vpc_id", shared.network.vpc_id)
+    pulumi.export("private_subnet_ids", shared.network.private_subnet_ids)
+    if shared.cluster is not None:
+        pulumi.export("cluster_name", shared.cluster.name)
+    pulumi.export("alarm_topic_arn", shared.topic.arn)
+    pulumi.export("alarm_topic_arns", {"critical": shared.topic.arn, "warning": shared.warning.arn if shared.warning else shared.topic.arn})
+
+
+def _system_exports(cfg: PlatformConfig, shared: Shared, platform: Platform, kube: bool) -> None:
+    """What users of the systems look for: held services, images and digests, databases, dashboards, URLs."""
+    if cfg.core_stack:
+        pulumi.export("environment", cfg.env)
     services = {s.deployed.key: s for d in platform.systems.values() for s in d.services.values()}
     held = {svc.key: hold_instructions(svc, cfg.env, cfg.stack) for svc in cfg.services() if svc.held}
     for key_, lines in held.items():
@@ -307,19 +431,13 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             if svc.key in held
         },
     )
-    pulumi.export("environment", cfg.env)
-    pulumi.export("vpc_id", network.vpc_id)
-    pulumi.export("private_subnet_ids", network.private_subnet_ids)
+    registry = shared.registry
     pulumi.export("images", {svc.key: str(svc.image) for svc in cfg.services()})
     pulumi.export(
         "image_digests",
         {s.name: {image: registry.digest(f"{s.name}/{image}", ref) for image, ref in sorted(s.images.items())} for s in cfg.systems.values()},
     )
     pulumi.export("databases", {n: d.postgres.address for n, d in platform.systems.items() if d.postgres})
-    if cluster is not None:
-        pulumi.export("cluster_name", cluster.name)
-    pulumi.export("alarm_topic_arn", topic.arn)
-    pulumi.export("alarm_topic_arns", {"critical": topic.arn, "warning": warning.arn})
     pulumi.export("dashboards", {n: d.monitoring.dashboard.dashboard_name for n, d in platform.systems.items() if d.monitoring})
     if kube:
         workloads = {n: d.workloads for n, d in platform.systems.items() if d.workloads}
@@ -335,7 +453,7 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
                 if paths
             },
         )
-        return platform
+        return
     pulumi.export("service_names", {key: s.service_name for key, s in services.items()})
     pulumi.export("task_definitions", {key: s.task_definition_arn for key, s in services.items()})
     pulumi.export("urls", {key: s.url for key, s in services.items() if s.url is not None})
@@ -347,7 +465,6 @@ def build(cfg: PlatformConfig, external_secrets: pulumi.Output[Any] | None = Non
             if s.url is not None and s.deployed.spec.webhooks
         },
     )
-    return platform
 
 
 def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, shared: Shared) -> dict[str, Service]:
@@ -366,16 +483,18 @@ def _services(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData, s
             source = system.secrets[secret_name].derived_from
             if source == "postgres" and data.postgres:
                 connections.append(Connection("db", data.postgres.security_group_id, data.postgres.port))
-                stores.append(data.postgres.instance)
+                stores += [data.postgres.instance] if data.postgres.instance is not None else []  # None: the core's, up before
             elif source == "redis" and data.redis:
                 connections.append(Connection("cache", data.redis.security_group_id, data.redis.port))
-                stores.append(data.redis.group)
+                stores += [data.redis.group] if data.redis.group is not None else []
         waits_for = [built[name].service for name in system.waits_for(svc.name) if name in built]
         if roles_by in built and "DATABASE_URL" in spec.secrets and built[roles_by].service not in waits_for:
             waits_for.append(built[roles_by].service)
         bootstrap = None
         if svc.name == roles_by and data.postgres is not None:
-            bootstrap = DatabaseBootstrap(owner_secret_arn=data.secrets.owner_arn, database=data.postgres.database, ddl=data.postgres.ddl)
+            bootstrap = DatabaseBootstrap(
+                owner_secret_arn=data.secrets.owner_arn, database=data.postgres.database, ddl=data.postgres.ddl, create_database=data.postgres.creates_database
+            )
         runs_migration = migration is not None and migration.service == svc.name
         extra_env = {}
         if spec.public_url_env and shared.alb:
@@ -518,10 +637,13 @@ def _monitoring(cfg: PlatformConfig, deployed: DeployedSystem, data: SystemData,
                 EcsService(s.deployed.key, s.service_name, s.deployed.spec.kind is ServiceKind.singleton, paused=s.deployed.paused)
                 for s in data.services.values()
             ],
+            # a shared instance's and cache's alarms exist once, in the core (components/shared_data.py, monitoring)
             database=Database(f"{system.name}-{cfg.env}", preset.postgres.instance_class, cfg.postgres_settings(system.name).allocated_storage_gb)
-            if data.postgres
+            if data.postgres and not isinstance(data.postgres, PostgresTenant)
             else None,
-            cache=Cache(f"{system.name}-{cfg.env}", preset.redis.nodes, system.redis.maxmemory_policy == "noeviction") if data.redis and system.redis else None,
+            cache=Cache(f"{system.name}-{cfg.env}", preset.redis.nodes, system.redis.maxmemory_policy == "noeviction")
+            if data.redis and system.redis and not isinstance(data.redis, RedisTenant)
+            else None,
         ),
     )
 
@@ -536,12 +658,20 @@ def _data_tier(
     *,
     account_id: pulumi.Input[str] | None = None,
     topic_arn: pulumi.Input[str] | None = None,
+    tier: SharedStores | None = None,
 ) -> SystemData:
+    """The system's Postgres and Redis (its own, or its tenant view of the environment's shared ones:
+    ``tier``, or in a split layout's system stack the core's, read from its output) and its secrets."""
     system = deployed.system
     physical = f"{system.name}-{cfg.env}"
     derived: dict[str, pulumi.Output[str]] = {}
-    postgres = redis = None
-    if system.postgres:
+    postgres: Postgres | PostgresTenant | None = None
+    redis: Redis | RedisTenant | None = None
+    tenant = tier.tenant(deployed) if tier is not None else shared_data.Tenant()
+    if tenant.postgres is not None:
+        postgres = tenant.postgres
+        derived["DATABASE_URL"] = postgres.database_url
+    elif system.postgres:
         postgres = Postgres(
             f"{system.name}-db",
             PostgresArgs(
@@ -561,7 +691,10 @@ def _data_tier(
             ),
         )
         derived["DATABASE_URL"] = postgres.database_url
-    if system.redis:
+    if tenant.redis is not None:
+        redis = tenant.redis
+        derived["REDIS_URL"] = redis.redis_url
+    elif system.redis:
         redis = Redis(
             f"{system.name}-cache",
             RedisArgs(

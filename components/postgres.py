@@ -87,6 +87,21 @@ Rotation: the system's rotation key for ``DATABASE_URL`` renews both passwords (
 and the DDL role's), as it renewed the master password before: new secrets, every database service rolls,
 and each new task's bootstrap sets the new verifiers before its app starts.
 
+A shared instance (preset ``data.shared``, components/shared_data.py): the same component with no
+``database`` of its own (``db_name`` unset: RDS creates only ``postgres``, which it creates in every
+PostgreSQL instance; API reference, CreateDBInstance ``DBName``), and per system a database and the
+roles above, created by that system's own bootstrap (:func:`shared_roles_sql`): connected to
+:data:`MAINTENANCE_DATABASE`, it creates the database if missing, outside any transaction
+(PostgreSQL docs, CREATE DATABASE: "cannot be executed inside a transaction block"; psql's ``\\gexec``
+runs the ``CREATE`` only when the ``SELECT ... WHERE NOT EXISTS`` returns a row, PostgreSQL docs,
+psql), takes CONNECT and TEMPORARY away from ``PUBLIC`` (which every new database grants them by
+default; PostgreSQL docs, "Privileges", the privileges PUBLIC gets by default), so only its own roles
+and the owner connect, then connects to it (``\\connect``) and
+runs :func:`roles_sql` in one transaction. The master user may create databases (RDS user guide,
+"Understanding the rds_superuser role": ``CREATEDB CREATEROLE``). It owns every database of the
+instance: its password, in each system's owner secret, reaches them all (the isolation a shared dev
+gives up).
+
 Cost note: db.t4g.micro single-AZ is about $12/month plus $0.115/GB-month of gp3; Multi-AZ doubles both.
 """
 
@@ -140,6 +155,18 @@ BOOTSTRAP_COMMAND = (
 )
 """The script comes from the environment (no file on the read-only root); psql's exit status is the
 pipeline's: 0 when every statement ran and the transaction committed, 3 when one failed (rolled back)."""
+SHARED_BOOTSTRAP_COMMAND = (
+    "sh",
+    "-c",
+    "printf '%s\\n' \"$DB_ROLES_SQL\" | psql --no-psqlrc --no-password --set=ON_ERROR_STOP=1 --quiet --file=-",
+)
+"""On a shared instance: no ``--single-transaction`` (``CREATE DATABASE`` cannot run inside one); the
+script opens and commits its own transaction around the roles (:func:`shared_roles_sql`), and a failed
+statement ends psql with status 3 before the ``COMMIT`` (the open transaction dies with the session)."""
+MAINTENANCE_DATABASE = "postgres"
+"""The database a shared instance's bootstrap connects to first: initdb creates it in every PostgreSQL
+cluster, and RDS with it (RDS API reference, CreateDBInstance ``DBName``, whose Aurora PostgreSQL entry
+reads "A database named postgres is always created"; RDS for PostgreSQL instances have it too)."""
 VERIFIER_ITERATIONS = 4096
 """PostgreSQL's ``scram_iterations`` default."""
 
@@ -269,18 +296,50 @@ def roles_sql(database: str, *, ddl: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bootstrap_env(database: str, *, ddl: bool) -> dict[str, str]:
+def create_database_sql(database: str) -> str:
+    """The part of a shared instance's bootstrap that runs outside a transaction, connected to
+    :data:`MAINTENANCE_DATABASE`: ``database`` created if missing (one task at a time: a session
+    advisory lock, released by the unlock or by the session's end), ``PUBLIC``'s default CONNECT and
+    TEMPORARY taken away, then ``\\connect`` to it (psql keeps the host, port, user, password and TLS
+    settings) and ``BEGIN``. Idempotent."""
+    db, ld = _ident(database), _literal(database)
+    lines = [
+        f"-- db-roles on a shared instance: create {database} if missing (CREATE DATABASE cannot run inside a transaction block)",
+        f"SELECT pg_advisory_lock(hashtext('platform:db-create:{database}')) AS locked \\gset",
+        f"SELECT format('CREATE DATABASE %I', {ld}) WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = {ld}) \\gexec",  # noqa: S608 - names checked by _ident
+        # every new database lets PUBLIC connect and make temporary tables: only its own roles may
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC;",
+        f"SELECT pg_advisory_unlock(hashtext('platform:db-create:{database}')) AS unlocked \\gset",
+        f"\\connect {database}",
+        "BEGIN;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def shared_roles_sql(database: str, *, ddl: bool) -> str:
+    """A shared instance's bootstrap (:data:`SHARED_BOOTSTRAP_COMMAND`): :func:`create_database_sql`, then
+    :func:`roles_sql` inside the transaction it opened, then ``COMMIT``."""
+    return create_database_sql(database) + roles_sql(database, ddl=ddl) + "COMMIT;\n"
+
+
+def bootstrap_command(create_database: bool = False) -> tuple[str, ...]:
+    """The ``db-roles`` command: :data:`SHARED_BOOTSTRAP_COMMAND` where the bootstrap creates its database."""
+    return SHARED_BOOTSTRAP_COMMAND if create_database else BOOTSTRAP_COMMAND
+
+
+def bootstrap_env(database: str, *, ddl: bool, create_database: bool = False) -> dict[str, str]:
     """Plain environment of the ``db-roles`` container (the host, password and verifiers are secrets:
-    :data:`OWNER_KEYS`)."""
+    :data:`OWNER_KEYS`). ``create_database``: the database lives in a shared instance and the bootstrap
+    creates it (:func:`shared_roles_sql`, run connected to :data:`MAINTENANCE_DATABASE`)."""
     return {
         "PGPORT": str(PORT),
-        "PGDATABASE": database,
+        "PGDATABASE": MAINTENANCE_DATABASE if create_database else database,
         "PGUSER": OWNER,
         "PGSSLMODE": "require",
         "PGCHANNELBINDING": "require",
         "PGCONNECT_TIMEOUT": "15",
         "PGAPPNAME": BOOTSTRAP_CONTAINER,
-        "DB_ROLES_SQL": roles_sql(database, ddl=ddl),
+        "DB_ROLES_SQL": shared_roles_sql(database, ddl=ddl) if create_database else roles_sql(database, ddl=ddl),
     }
 
 
@@ -298,8 +357,10 @@ def bootstrap_secrets(ddl: bool) -> dict[str, str]:
 @dataclass(frozen=True, kw_only=True)
 class PostgresArgs:
     identifier: str
-    """RDS identifier (``<system>-<env>``). Warning: changing it replaces the instance."""
-    database: str
+    """RDS identifier (``<system>-<env>``, ``shared-<env>``). Warning: changing it replaces the instance."""
+    database: str | None
+    """The database RDS creates with the instance, whose roles and URLs this component composes. None:
+    a shared instance (components/shared_data.py), whose systems' databases their bootstraps create."""
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[list[str]]
     kms_key_arn: pulumi.Input[str]
@@ -332,6 +393,23 @@ def _url(user: str, password: str, host: str, database: str) -> str:
     return f"postgresql://{user}:{password}@{host}:{PORT}/{database}?{TLS_QUERY}"
 
 
+def owner_json(host: str, master: str, database: str, app_verifier: str, ddl_verifier: str | None) -> str:
+    """The owner secret's value (:data:`OWNER_KEYS`, :data:`OWNER_URL_KEY`)."""
+    value = {OWNER_URL_KEY: _url(OWNER, master, host, database), "host": host, "password": master, "app_verifier": app_verifier}
+    if ddl_verifier:
+        value["ddl_verifier"] = ddl_verifier
+    return json.dumps(value, sort_keys=True)
+
+
+def role_password(parent: pulumi.Resource, prefix: str, keepers: dict[str, str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """A role's password (URL-safe) and its SCRAM verifier, both secrets, both renewed with ``keepers``."""
+    child = pulumi.ResourceOptions(parent=parent)
+    password = random.RandomPassword(f"{prefix}-password", length=32, special=False, keepers=keepers, opts=child)
+    salt = random.RandomBytes(f"{prefix}-salt", length=16, keepers=keepers, opts=child)
+    verifier = pulumi.Output.all(password.result, salt.base64).apply(lambda v: scram_verifier(v[0], base64.b64decode(v[1])))
+    return pulumi.Output.secret(password.result), pulumi.Output.secret(verifier)
+
+
 class Postgres(pulumi.ComponentResource):
     """RDS Postgres in isolated subnets, TLS enforced, encrypted with the environment key."""
 
@@ -339,17 +417,22 @@ class Postgres(pulumi.ComponentResource):
     """Add ingress from a consumer to this group (port :data:`PORT`)."""
     address: pulumi.Output[str]
     """Hostname clients connect to."""
-    database_url: pulumi.Output[str]
-    """``postgresql://<database>_app:pass@host:5432/db?`` :data:`TLS_QUERY`, a secret: the app role."""
+    database_url: pulumi.Output[str] | None
+    """``postgresql://<database>_app:pass@host:5432/db?`` :data:`TLS_QUERY`, a secret: the app role (None
+    on a shared instance)."""
     ddl_url: pulumi.Output[str] | None
     """The runtime-DDL role's URL (with ``ddl_role``), a secret."""
-    owner_secret: pulumi.Output[str]
-    """JSON, a secret: ``url`` (the owner's URL, for migrations), ``host``, ``password`` and the roles'
+    owner_secret: pulumi.Output[str] | None
+    """JSON, a secret (None on a shared instance): ``url`` (the owner's URL, for migrations), ``host``, ``password`` and the roles'
     SCRAM verifiers (``app_verifier``, ``ddl_verifier``), for the bootstrap (:data:`OWNER_KEYS`)."""
+    master_password: pulumi.Output[str]
+    """The owner's (RDS master's) password, a secret: a shared instance's systems compose their owner secrets with it."""
     instance: aws.rds.Instance
     port: int = PORT
-    database: str
+    database: str | None
     ddl: bool
+    creates_database: bool = False
+    """Whether the ``db-roles`` bootstrap creates the database (a shared instance's systems: components/shared_data.py)."""
 
     def __init__(self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("platform:data:Postgres", name, None, opts)
@@ -397,9 +480,10 @@ class Postgres(pulumi.ComponentResource):
         ]
         keepers = {"rotation": str(args.rotation)}
         password = random.RandomPassword(f"{name}-password", length=32, special=False, keepers=keepers, opts=child)
-        app_password, app_verifier = self._role_password(f"{name}-app", keepers)
-        ddl_password = ddl_verifier = None
-        if args.ddl_role:
+        app_password = app_verifier = ddl_password = ddl_verifier = None
+        if args.database is not None:
+            app_password, app_verifier = self._role_password(f"{name}-app", keepers)
+        if args.ddl_role and args.database is not None:
             ddl_password, ddl_verifier = self._role_password(f"{name}-ddl", keepers)
         monitoring_role = None
         if s.monitoring_interval_seconds:
@@ -419,7 +503,7 @@ class Postgres(pulumi.ComponentResource):
             suffix = random.RandomId(
                 f"{name}-final-id",
                 byte_length=4,
-                keepers={"identifier": args.identifier, "kms": args.kms_key_arn, "database": args.database},
+                keepers={"identifier": args.identifier, "kms": args.kms_key_arn, "database": args.database or ""},
                 opts=child,
             )
             final_snapshot = pulumi.Output.concat(args.identifier, "-final-", suffix.hex)
@@ -497,11 +581,15 @@ class Postgres(pulumi.ComponentResource):
             )
         self.security_group_id = sg.id
         self.address = self.instance.address
+        self.master_password = pulumi.Output.secret(password.result)
+        self.database_url = self.ddl_url = self.owner_secret = None
         database = args.database
+        if database is None or app_password is None or app_verifier is None:  # a shared instance: its systems compose their own
+            self.register_outputs({"security_group_id": self.security_group_id, "address": self.address})
+            return
         self.database_url = pulumi.Output.secret(
             pulumi.Output.all(self.instance.address, app_password).apply(lambda v: _url(app_role(database), v[1], v[0], database))
         )
-        self.ddl_url = None
         if ddl_password is not None:
             self.ddl_url = pulumi.Output.secret(
                 pulumi.Output.all(self.instance.address, ddl_password).apply(lambda v: _url(ddl_role(database), v[1], v[0], database))
@@ -509,10 +597,7 @@ class Postgres(pulumi.ComponentResource):
 
         def owner(v: Sequence[str]) -> str:
             host, master, app_v, ddl_v = v
-            value = {OWNER_URL_KEY: _url(OWNER, master, host, database), "host": host, "password": master, "app_verifier": app_v}
-            if ddl_v:
-                value["ddl_verifier"] = ddl_v
-            return json.dumps(value, sort_keys=True)
+            return owner_json(host, master, database, app_v, ddl_v or None)
 
         self.owner_secret = pulumi.Output.secret(
             pulumi.Output.all(self.instance.address, password.result, app_verifier, ddl_verifier if ddl_verifier is not None else "").apply(owner)
@@ -520,9 +605,4 @@ class Postgres(pulumi.ComponentResource):
         self.register_outputs({"security_group_id": self.security_group_id, "address": self.address})
 
     def _role_password(self, prefix: str, keepers: dict[str, str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-        """A role's password (URL-safe) and its SCRAM verifier, both secrets, both renewed with ``keepers``."""
-        child = pulumi.ResourceOptions(parent=self)
-        password = random.RandomPassword(f"{prefix}-password", length=32, special=False, keepers=keepers, opts=child)
-        salt = random.RandomBytes(f"{prefix}-salt", length=16, keepers=keepers, opts=child)
-        verifier = pulumi.Output.all(password.result, salt.base64).apply(lambda v: scram_verifier(v[0], base64.b64decode(v[1])))
-        return pulumi.Output.secret(password.result), pulumi.Output.secret(verifier)
+        return role_password(self, prefix, keepers)

@@ -156,6 +156,8 @@ class DatabaseBootstrap:
     database: str
     ddl: bool = False
     """Create the runtime-DDL role too."""
+    create_database: bool = False
+    """The database lives in a shared instance: the bootstrap creates it first (``postgres.shared_roles_sql``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -752,7 +754,7 @@ def container_definitions(
     before: list[dict[str, Any]] = []
     if bootstrap is not None:
         owner = str(bootstrap.owner_secret_arn)
-        bootstrap_env = postgres.bootstrap_env(bootstrap.database, ddl=bootstrap.ddl)
+        bootstrap_env = postgres.bootstrap_env(bootstrap.database, ddl=bootstrap.ddl, create_database=bootstrap.create_database)
         before.append(
             {
                 "name": postgres.BOOTSTRAP_CONTAINER,
@@ -762,7 +764,7 @@ def container_definitions(
                 "readonlyRootFilesystem": True,
                 "privileged": False,
                 "linuxParameters": linux_parameters([]),
-                "command": list(postgres.BOOTSTRAP_COMMAND),
+                "command": list(postgres.bootstrap_command(bootstrap.create_database)),
                 "environment": [{"name": k, "value": bootstrap_env[k]} for k in sorted(bootstrap_env)],
                 # a JSON key of the owner secret each (ECS developer guide, "Pass Secrets Manager secrets
                 # through Amazon ECS environment variables": arn:...:secret:name:json-key:version-stage:version-id)

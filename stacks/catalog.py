@@ -559,6 +559,11 @@ class RedisNeeds(Strict):
     """GiB of data the app needs to keep in Redis (darwin: "1GB minimum"). A stack whose preset node type
     holds less (its ``maxmemory`` less the 25 % ElastiCache reserves by default) is refused. Default:
     none (whatever the preset's node type holds)."""
+    own_cache: str | None = Field(default=None, min_length=10)
+    """Why the system keeps a Redis of its own where the preset shares one (``data.shared``): its guide
+    sets cache settings of its own (offerhub: BullMQ needs ``noeviction`` for its queues), or uses
+    something logical databases do not separate (Pub/Sub channels are server-wide). A system with a
+    ``memory_gb`` keeps its own too. Default: none (it may share)."""
 
 
 class NotDeployed(Strict):

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from . import edge, subnets
+from . import edge, sharing, subnets
 from . import placeholders as stack_placeholders
 from .catalog import (
     PLACEHOLDER_PREFIX,
@@ -164,6 +164,9 @@ def parse_image(value: str) -> ImageRef:
     return ImageRef(None, m["tag"], m["digest"])
 
 
+CORE_IMAGE = ImageRef(None, "none-in-the-core", None)
+"""What a core stack's services carry as their image: the core serves their hosts and never runs them."""
+
 _LATEST = "'latest' is not allowed: repositories are immutable and a moving tag defeats promotion; pin a version or digest"
 
 
@@ -239,8 +242,9 @@ class SystemDeployment(Strict):
     def _strings(cls, value: Any) -> Any:
         return {k: _engine_scalar(v) for k, v in value.items()} if isinstance(value, dict) else value
 
-    images: dict[Name, str]
-    """Image per image name of the catalog entry: a tag or digest of our ECR repository, or a full reference."""
+    images: dict[Name, str] = {}
+    """Image per image name of the catalog entry: a tag or digest of our ECR repository, or a full reference.
+    Required for every image, except in a split layout's core (which runs none)."""
     env: dict[str, str] = {}
     """Non-secret env overrides for every service of the system (e.g. aurum's contract addresses)."""
     hostnames: dict[Name, str | ExternalHost] = {}
@@ -259,6 +263,11 @@ class SystemDeployment(Strict):
     it), each with the task count ``resume`` restores. A paused service runs no task and is not
     autoscaled, so a ``pulumi up`` keeps it stopped instead of undoing the pause; unlike a held service
     it does not hold the services that start after it. Default: none."""
+    load_balancer: Annotated[int, Field(ge=1, le=20)] | None = None
+    """Which of the environment's load balancers serves the system's web services (1, 2, ...). Default:
+    the first one with room, in the order the systems are listed here (README "Layouts", "Past one load
+    balancer"). A system added at the end never moves another; pin a system here to keep it where it is
+    when a system listed before it is removed."""
     revoke: dict[str, Annotated[int, Field(ge=1)]] = {}
     """Step 2 of a Redis AUTH token rotation, in a later ``pulumi up`` than step 1: ``REDIS_URL: N`` (the
     number ``rotate`` has) once every service runs on rotation N's token; the older tokens stop working.
@@ -351,6 +360,36 @@ class KubernetesConfig(Strict):
         return endpoint
 
 
+class LayoutConfig(Strict):
+    """Which part of the split layout a stack is (README "Layouts"). Absent: the all-in-one layout, one
+    stack holding the environment and every system.
+
+    - ``{core: true}``: the environment's core: network, KMS key, ECS cluster, image repositories, the
+      load balancer with its listeners, certificates and WAF, the alarm topics. ``platform:systems`` lists
+      the systems it serves (their hosts; images are not needed here).
+    - ``{system: <name>, core: <stack>}``: one system (its data stores, secrets, services, listener
+      rules, alarms, dashboard) on the core ``<stack>`` (``core-dev``, or ``<org>/platform/core-dev``),
+      read through a StackReference. ``platform:systems`` holds that system only.
+    """
+
+    core: bool | Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")] = False
+    """``true`` for a core stack; in a system stack, the core stack it reads."""
+    system: Name | None = None
+    """The one system of a system stack."""
+    environment: Annotated[str, Field(pattern=r"^pr-[0-9]{1,6}$")] | None = None
+    """An ephemeral environment on the core (``pr-<n>``, a pull request's preview): physical names use it
+    instead of the preset's name, and its web services get listeners of their own. Default: none."""
+
+    @property
+    def is_core(self) -> bool:
+        return self.core is True
+
+    @property
+    def core_stack(self) -> str | None:
+        """The core a system stack reads; None for a core or an all-in-one stack."""
+        return self.core if isinstance(self.core, str) else None
+
+
 class StackConfig(Strict):
     """Everything under ``platform:`` in ``Pulumi.<stack>.yaml``."""
 
@@ -380,6 +419,8 @@ class StackConfig(Strict):
     """Replicate Postgres automated backups to a DR region. Default: none (prod sets one)."""
     alarm_emails: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]] = []
     """Email addresses subscribed to the alarm topic. Default: none."""
+    layout: LayoutConfig | None = None
+    """Split layout: this stack is an environment's core or one system on a core. Default: none (all-in-one)."""
 
     @field_validator("domain")
     @classmethod
@@ -492,6 +533,27 @@ class PlatformConfig:
     subnet_plan: subnets.SubnetPlan | None
     systems: dict[str, DeployedSystem]
     file: str
+    idle_timeout: int = edge.DEFAULT_IDLE_TIMEOUT_SECONDS
+    """The load balancer's idle timeout (:func:`idle_timeout_seconds`)."""
+    load_balancers: dict[str, int] = dataclasses.field(default_factory=dict)
+    """System -> its load balancer (1, 2, ...; :func:`assign_load_balancers`); a system absent is on the first."""
+    preset_name: str = ""
+    """The preset (``dev``, ``staging``, ``prod``): per-environment defaults and rules follow it. ``env``
+    is the same except in an ephemeral environment (``layout.environment``)."""
+
+    @property
+    def layout(self) -> LayoutConfig | None:
+        """The split layout's part this stack is; None: all-in-one."""
+        return self.stack_config.layout
+
+    @property
+    def is_core(self) -> bool:
+        return self.layout is not None and self.layout.is_core
+
+    @property
+    def core_stack(self) -> str | None:
+        """The core stack a system stack reads (split layout); None otherwise."""
+        return self.layout.core_stack if self.layout else None
 
     @property
     def domain(self) -> str | None:
@@ -500,7 +562,7 @@ class PlatformConfig:
     @property
     def idle_timeout_seconds(self) -> int:
         """The load balancer's idle timeout; every web service keeps connections open longer."""
-        return edge.idle_timeout_seconds(any(svc.spec.long_lived_connections for svc in self.services() if svc.spec.kind is ServiceKind.web))
+        return self.idle_timeout
 
     @property
     def network(self) -> NetworkConfig:
@@ -508,6 +570,14 @@ class PlatformConfig:
 
     def services(self) -> list[DeployedService]:
         return [svc for system in self.systems.values() for svc in system.services.values()]
+
+    def web_by_load_balancer(self) -> dict[int, list[DeployedService]]:
+        """Each load balancer's web services (:attr:`load_balancers`), the first one first."""
+        out: dict[int, list[DeployedService]] = {}
+        for svc in self.services():
+            if svc.spec.kind is ServiceKind.web:
+                out.setdefault(self.load_balancers.get(svc.system, 1), []).append(svc)
+        return dict(sorted(out.items()))
 
     def postgres_settings(self, system: str) -> PostgresPreset:
         """The preset's Postgres settings for one system. A guide's storage minimum (catalog
@@ -531,6 +601,15 @@ class PlatformConfig:
         spec = self.systems[system].system.redis
         node_type = cache_node_type(self.preset.redis.node_type, spec.memory_gb if spec else None) or self.preset.redis.node_type
         return self.preset.redis if node_type == self.preset.redis.node_type else self.preset.redis.model_copy(update={"node_type": node_type})
+
+
+def idle_timeout_seconds(catalog: dict[str, System]) -> int:
+    """An environment's load balancer idle timeout: long as soon as a web service of the catalog keeps
+    connections open (offerhub's SSE, aurum's WebSocket). From the catalog, not from the systems a stack
+    lists: in the split layout a system stack sees only its own system, yet its services' keep-alive must
+    outlast the idle timeout of the core's load balancer, which any catalog system may join."""
+    web = [svc for system in catalog.values() for svc in system.services.values() if svc.kind is ServiceKind.web]
+    return edge.idle_timeout_seconds(any(svc.long_lived_connections for svc in web))
 
 
 # ---------------------------------------------------------------- loading
@@ -599,14 +678,15 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
     except ValidationError as err:
         raise from_validation_error(err, file, f"{PROJECT}:", StackConfig) from None
 
-    problems = _stack_rules(sc, file, region)
+    problems = _stack_rules(sc, file, region) + _layout_rules(sc, file)
     if problems:
         raise ConfigError(problems)
-    env = sc.preset or stack
-    if env not in PRESETS:
+    preset_name = sc.preset or stack
+    if preset_name not in PRESETS:
         raise ConfigError([Problem(file, f"{PROJECT}:preset", f"stack '{stack}' has no preset of its name; set one of: {', '.join(PRESETS)}")])
+    env = sc.layout.environment if sc.layout and sc.layout.environment else preset_name
     try:
-        preset = Preset.model_validate(deep_merge(PRESETS[env], sc.overrides))
+        preset = Preset.model_validate(deep_merge(PRESETS[preset_name], sc.overrides))
     except ValidationError as err:
         raise from_validation_error(err, file, f"{PROJECT}:overrides", Preset) from None
 
@@ -618,24 +698,12 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
     if data_problems:
         raise ConfigError(data_problems)
     azs, plan = _network(sc.network, preset, region, file)
-    systems = _deploy_systems(sc, catalog, secrets_tree, preset, env, file)
+    systems = _deploy_systems(sc, catalog, secrets_tree, preset, preset_name, file)
     if sc.compute == "kubernetes" and sc.kubernetes is not None:
         _kubernetes_rules(sc.kubernetes, engine.secret_keys, systems, file)
     web = [svc for system in systems.values() for svc in system.services.values() if svc.hostname]
     hosts = [svc.hostname for svc in web if not svc.external]  # under the domain (or labels without one)
-    external_certificates = sum(1 for svc in web if svc.external)
-    limit, why = (WEB_SERVICES_PER_ALB, "security group rules per direction (60)") if sc.domain else (LISTENERS_PER_ALB, "listeners per ALB (50)")
-    if len(web) > limit:
-        raise ConfigError(
-            [
-                Problem(
-                    file,
-                    f"{PROJECT}:systems",
-                    f"{len(web)} web services exceed what one load balancer takes ({limit}: {why}, AWS default quotas). "
-                    "Split the systems over two stacks, or raise the quota",
-                )
-            ]
-        )
+    load_balancers = assign_load_balancers(sc, systems, file)
     exposure = edge.exposure_problems(domain=sc.domain, web_services=len(web), compute=sc.compute, settings=preset.edge)
     if exposure:
         raise ConfigError([Problem(file, key, message) for key, message in exposure])
@@ -654,19 +722,6 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
                     )
                 ]
             )
-    scopes = edge.certificate_scopes(sc.domain, hosts) if sc.domain and sc.hosted_zone_id else []
-    if sc.domain and len(scopes) + external_certificates > CERTIFICATES_PER_LISTENER:
-        raise ConfigError(
-            [
-                Problem(
-                    file,
-                    f"{PROJECT}:domain",
-                    f"the HTTPS listener would need {len(scopes) + external_certificates} certificates beside its default one (one per host parent and per "
-                    "host outside the domain); an ALB takes "
-                    f"{CERTIFICATES_PER_LISTENER} by default. Use hostnames directly under the domain, or raise the quota",
-                )
-            ]
-        )
     return PlatformConfig(
         stack=stack,
         env=env,
@@ -677,7 +732,72 @@ def _load(stack: str, engine: EngineConfig, catalog: dict[str, System] | None) -
         subnet_plan=plan,
         systems=systems,
         file=file,
+        idle_timeout=idle_timeout_seconds(catalog),
+        preset_name=preset_name,
+        load_balancers=load_balancers,
     )
+
+
+def certificates_needed(sc: StackConfig, web: list[DeployedService]) -> int:
+    """Certificates the HTTPS listener of a load balancer serving ``web`` holds beside its default one: one
+    per host parent (``edge.certificate_scopes``, with a zone) and one per host outside the domain."""
+    if not sc.domain:
+        return 0
+    scopes = edge.certificate_scopes(sc.domain, [s.hostname for s in web if s.hostname and not s.external]) if sc.hosted_zone_id else []
+    return len(scopes) + sum(1 for s in web if s.external)
+
+
+def assign_load_balancers(sc: StackConfig, systems: dict[str, DeployedSystem], file: str) -> dict[str, int]:
+    """System -> the load balancer (1, 2, ...) serving its web services, each within one ALB's default
+    quotas: with a domain 60 web services (each takes a rule in each direction of the ALB's security group,
+    60 per direction) and 25 certificates beside the default one; without one, 50 listeners (one per
+    service). A system goes to its ``load_balancer`` if pinned, else to the first load balancer, in the
+    order systems are listed, that still has room for it, never before the one the previous unpinned
+    system went to: so a system added at the end moves no other system's rules."""
+    limit, why = (WEB_SERVICES_PER_ALB, "security group rules per direction (60)") if sc.domain else (LISTENERS_PER_ALB, "listeners per ALB (50)")
+    key = f"{PROJECT}:systems"
+    web = {name: [s for s in d.services.values() if s.hostname] for name, d in systems.items()}
+    load: dict[int, list[DeployedService]] = {}
+    out: dict[str, int] = {}
+    problems = []
+    current = 1
+
+    def fits(index: int, services: list[DeployedService]) -> bool:
+        together = [*load.get(index, []), *services]
+        return len(together) <= limit and certificates_needed(sc, together) <= CERTIFICATES_PER_LISTENER
+
+    for name, services in web.items():
+        pinned = sc.systems[name].load_balancer
+        if not fits(0, services):  # too big even alone on a load balancer of its own
+            need = (
+                f"its {len(services)} web services exceed what one load balancer takes ({limit}: {why}"
+                if len(services) > limit
+                else f"its web services need {certificates_needed(sc, services)} certificates beside the default one (one HTTPS listener takes "
+                f"{CERTIFICATES_PER_LISTENER}"
+            )
+            problems.append(Problem(file, f"{key}.{name}", f"{need}, AWS default quotas), and a system's services share one. Raise the quota"))
+            continue
+        if pinned is not None:
+            index = pinned
+            if not fits(index, services):
+                problems.append(
+                    Problem(
+                        file,
+                        f"{key}.{name}.load_balancer",
+                        f"load balancer {index} has no room for its {len(services)} web services ({limit}: {why}); pin another",
+                    )
+                )
+                continue
+        else:
+            while not fits(current, services):
+                current += 1
+            index = current
+        if services:
+            load.setdefault(index, []).extend(services)
+        out[name] = index
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 @functools.cache
@@ -771,6 +891,47 @@ def _data_rules(sc: StackConfig, catalog: dict[str, System], preset: Preset, fil
                 f"requires; raise max_allocated_storage_gb to {floor} or more, or lower allocated_storage_gb",
             )
         )
+    if preset.data.shared:
+        problems += _shared_data_rules(sc, deployed, preset, file)
+    return problems
+
+
+def _shared_data_rules(sc: StackConfig, deployed: list[System], preset: Preset, file: str) -> list[Problem]:
+    """A shared data tier (components/shared_data.py): one database name per system in the one instance,
+    at most 15 systems in the one cache, pins that name a system of it, and what it does not cover yet."""
+    key = f"{PROJECT}:overrides.data"
+    problems: list[Problem] = []
+    names: dict[str, list[str]] = {}
+    for system in deployed:
+        if system.postgres:
+            names.setdefault(system.postgres.database, []).append(system.name)
+    for database, owners in names.items():
+        if len(owners) > 1:
+            problems.append(
+                Problem(
+                    file,
+                    f"{key}.shared",
+                    f"{' and '.join(owners)} both name the database '{database}' (postgres.database in their catalog entries): one shared instance "
+                    "holds one database per system; rename one, or set overrides.data.shared: false",
+                )
+            )
+    tenants = [s.name for s in deployed if s.redis and sharing.own_cache_reason(s) is None]
+    if len(tenants) > len(sharing.REDIS_DATABASES):
+        problems.append(Problem(file, f"{key}.shared", f"{len(tenants)} systems would share one cache of {len(sharing.REDIS_DATABASES)} logical databases"))
+    split_system = sc.layout is not None and not sc.layout.is_core
+    for name in preset.data.redis_databases:
+        if not split_system and name not in tenants:
+            problems.append(
+                Problem(file, f"{key}.redis_databases.{name}", f"'{name}' shares no cache in this stack (sharing: {', '.join(sorted(tenants)) or 'none'})")
+            )
+    if sc.compute == "kubernetes":
+        problems.append(
+            Problem(file, f"{key}.shared", "a shared data tier runs on ECS only: the Kubernetes migration Job's db-roles does not create its database yet")
+        )
+    if sc.recovery is not None:
+        problems.append(
+            Problem(file, f"{key}.shared", "platform:recovery copies each system's own stores; a shared data tier is for dev: set overrides.data.shared: false")
+        )
     return problems
 
 
@@ -848,6 +1009,46 @@ def _stack_rules(sc: StackConfig, file: str, region: str) -> list[Problem]:
         )
     if sc.registry.account_id and sc.registry.create:
         problems.append(Problem(file, f"{PROJECT}:registry.account_id", "names another account's repositories; set 'registry.create: false' with it"))
+    return problems
+
+
+# What a system stack of the split layout takes from its core instead of its own file.
+CORE_KEYS = ("network", "registry", "certificate_arn", "hosted_zone_id", "recovery", "observability", "alarm_emails")
+
+
+def _layout_rules(sc: StackConfig, file: str) -> list[Problem]:
+    """The split layout: a core deploys no system of its own, a system stack names its core and holds
+    one system, and what the core owns is set in the core's file only."""
+    layout = sc.layout
+    if layout is None:
+        return []
+    key = f"{PROJECT}:layout"
+    problems = []
+    if layout.core is True and layout.system:
+        problems.append(Problem(file, f"{key}.system", "a core stack deploys no system of its own; remove 'system', or set 'core' to the core stack's name"))
+    elif layout.system and not layout.core_stack:
+        problems.append(Problem(file, f"{key}.core", "required: the core stack this system stack runs on, e.g. 'core-dev' or '<org>/platform/core-dev'"))
+    elif layout.core_stack and not layout.system:
+        problems.append(Problem(file, f"{key}.system", "required: the one system this stack deploys on the core (a name of platform:systems)"))
+    elif not layout.core and not layout.system:
+        problems.append(Problem(file, key, "either {core: true} (an environment's core) or {system: <name>, core: <core stack>} (one system on a core)"))
+    if layout.environment and not layout.system:
+        problems.append(Problem(file, f"{key}.environment", "only a system stack runs as an ephemeral environment on a core"))
+    if sc.compute != "ecs":
+        problems.append(Problem(file, f"{PROJECT}:compute", "the split layout runs on ECS; a Kubernetes environment uses the all-in-one layout"))
+    if layout.system:
+        if list(sc.systems) != [layout.system]:
+            problems.append(
+                Problem(file, f"{PROJECT}:systems", f"a system stack holds its own system only: '{layout.system}' (found: {', '.join(sc.systems)})")
+            )
+        if (dep := sc.systems.get(layout.system)) is not None and dep.load_balancer is not None:
+            problems.append(
+                Problem(file, f"{PROJECT}:systems.{layout.system}.load_balancer", f"belongs to the core stack ({layout.core_stack}); pin it in the core's file")
+            )
+        given = sc.model_dump(exclude_defaults=True)  # not the project's defaults (Pulumi.yaml), which every stack gets
+        for name in CORE_KEYS:
+            if name in given:
+                problems.append(Problem(file, f"{PROJECT}:{name}", f"belongs to the core stack ({layout.core_stack}); set it in the core's stack file"))
     return problems
 
 
@@ -998,10 +1199,8 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
 
     deployed: dict[str, DeployedSystem] = {}
     hosts: dict[str, str] = {}
-    long_lived = any(
-        svc.kind is ServiceKind.web and svc.long_lived_connections for name in sc.systems if name in catalog for svc in catalog[name].services.values()
-    )
-    keep_alive = edge.keep_alive_ms(edge.idle_timeout_seconds(long_lived))
+    keep_alive = edge.keep_alive_ms(idle_timeout_seconds(catalog))
+    core = sc.layout is not None and sc.layout.is_core  # the hosts of the systems it serves; their images and settings are theirs
     for sname, dep in sc.systems.items():
         system = catalog.get(sname)
         if system is None:
@@ -1011,7 +1210,9 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
             system = system.without_redis()
         images: dict[str, ImageRef] = {}
         for image_name in system.images:
-            if image_name not in dep.images:
+            if core and image_name not in dep.images:
+                images[image_name] = CORE_IMAGE
+            elif image_name not in dep.images:
                 problems.append(
                     Problem(file, f"{key}.{sname}.images.{image_name}", "required: the image this stack runs (a tag, a digest or a full reference)")
                 )
@@ -1067,7 +1268,7 @@ def _deploy_systems(sc: StackConfig, catalog: dict[str, System], secrets_tree: d
                     )
                 )
 
-        settings, placeholders = _settings(system, dep, env, f"{key}.{sname}.env", file, problems)
+        settings, placeholders = _settings(system, dep, env, f"{key}.{sname}.env", file, [] if core else problems)
 
         for svc_name, host in dep.hostnames.items():
             hkey = f"{key}.{sname}.hostnames.{svc_name}"

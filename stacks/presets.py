@@ -100,6 +100,36 @@ class RedisPreset(Strict):
         return self
 
 
+class DataPreset(Strict):
+    """Whether the environment's systems share one Postgres instance and one Redis (components/shared_data.py).
+
+    Shared: one RDS instance ``shared-<env>`` holds a database and the roles of each system (its
+    ``DATABASE_URL`` names its own database and its own ``<database>_app`` role; nobody else's role may
+    connect to it), and one Redis ``shared-<env>`` gives each system a logical database of its own
+    (``REDIS_URL`` ends in ``/<n>``). A system whose guide sets cache settings of its own (catalog
+    ``redis.own_cache``, or a ``redis.memory_gb`` to size its node) keeps its own Redis. What is shared
+    is printed by ``python -m tools.plan``. The isolation given up: one master user owns every database,
+    one instance's CPU, memory, connections and storage serve all systems, and the shared cache's
+    memory and eviction policy (``noeviction`` when the tenants' policies differ) are everyone's."""
+
+    shared: bool = False
+    """One Postgres instance and one Redis for the environment's systems. Default: false; dev: true."""
+    redis_databases: dict[str, int] = Field(default_factory=dict)
+    """Pins: system -> its logical Redis database (1-15) in the shared cache. Unpinned systems get one
+    from a hash of their name, probing past the pins and each other (``stacks.edge.stable_slots``); pin
+    a system when a new one's hash would take its number (the plan prints every number). Default: none."""
+
+    @field_validator("redis_databases")
+    @classmethod
+    def _pins(cls, pins: dict[str, int]) -> dict[str, int]:
+        bad = [f"{k}: {v}" for k, v in pins.items() if not 1 <= v <= 15]
+        if bad:
+            raise ValueError(f"a logical database is 1 to 15 (0 stays unused, 16 is the ElastiCache default count): {', '.join(bad)}")
+        if len(set(pins.values())) != len(pins):
+            raise ValueError("two systems pinned to one logical database")
+        return pins
+
+
 class ComputePreset(Strict):
     web_min_tasks: int = Field(default=1, ge=1, le=100)
     """Running tasks per web service (floor when autoscaling). Default: 1; staging 2; prod 2."""
@@ -294,6 +324,7 @@ class Preset(Strict):
     network: NetworkPreset = NetworkPreset()
     postgres: PostgresPreset = PostgresPreset()
     redis: RedisPreset = RedisPreset()
+    data: DataPreset = DataPreset()
     compute: ComputePreset = ComputePreset()
     logs: LogsPreset = LogsPreset()
     security: SecurityPreset = SecurityPreset()
@@ -309,6 +340,12 @@ class Preset(Strict):
     def _no_exec_in_production(self) -> Preset:
         if self.compute.require_digests and self.compute.exec_enabled:
             raise ValueError("compute.exec_enabled is not allowed in a production preset (one with require_digests)")
+        return self
+
+    @model_validator(mode="after")
+    def _no_shared_data_in_production(self) -> Preset:
+        if self.compute.require_digests and self.data.shared:
+            raise ValueError("data.shared is not allowed in a production preset (one with require_digests): each system keeps its own data stores there")
         return self
 
     @model_validator(mode="after")
@@ -334,6 +371,8 @@ PRESETS: dict[str, dict] = {
         "security": {"protect_state": False},
         "postgres": {"deletion_protection": False, "final_snapshot": False},
         "redis": {"final_snapshot": False},
+        # one Postgres instance and one Redis for every system that can share them (components/shared_data.py)
+        "data": {"shared": True},
         "compute": {"spot": True, "web_max_tasks": 2, "exec_enabled": True},
         "observability": {"log_level": "debug", "evaluation_minutes": 15},
         "edge": {"acknowledge_plain_http": True},

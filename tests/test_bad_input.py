@@ -290,19 +290,22 @@ def test_public_url_on_a_worker_in_catalog(tmp_path):
     assert problem.key == "services.worker" and "has no public URL" in problem.message
 
 
-def test_more_web_services_than_one_load_balancer_takes(project):
-    # GIVEN a domainless stack whose catalog has 51 web services (one listener each; an ALB takes 50)
+def test_a_system_with_more_web_services_than_one_load_balancer_takes(project):
+    # GIVEN a domainless stack with one system of 51 web services (one listener each; an ALB takes 50, and a
+    # system's services share a load balancer, so a second one cannot help: tests/test_load_balancers.py)
     from stacks.catalog import System
 
-    darwin = load_catalog()["darwin"]
-    catalog = {f"sys{i:02d}": System.model_validate({**darwin.model_dump(exclude_none=True), "name": f"sys{i:02d}"}) for i in range(51)}
-    systems = {name: {"images": {"app": "1.0.0"}, "env": {"METRICS_ENDPOINT": "https://metrics.invalid/x"}} for name in catalog}
-    project_dir = project("dev", lambda c: c.update({"platform:systems": systems}))
-    # WHEN loaded, THEN one message says which quota and what to do
+    darwin = load_catalog()["darwin"].model_dump(exclude_none=True)
+    darwin.pop("images", None)  # computed from the services
+    app = darwin["services"]["app"]
+    darwin["services"] = {f"app{i:02d}": {**app, "port": 3000 + i, "image": "app"} for i in range(51)}
+    catalog = {"darwin": System.model_validate(darwin)}
+    project_dir = project("dev", lambda c: c.update({"platform:systems": {"darwin": c["platform:systems"]["darwin"]}}))
+    # WHEN loaded, THEN one message names the system, the quota and what to do
     with pytest.raises(ConfigError) as info:
         load_platform("test", project_dir, catalog=catalog)
     (problem,) = info.value.problems
-    assert problem.key == "platform:systems" and "51 web services exceed what one load balancer takes (50: listeners per ALB" in problem.message
+    assert problem.key == "platform:systems.darwin" and "its 51 web services exceed what one load balancer takes (50: listeners per ALB" in problem.message
 
 
 # ---------------------------------------------------------------- round 2 (issue 15 part 7)

@@ -89,26 +89,27 @@ def json_of(path):
 
 
 def test_a_class_bump_is_one_changed_line(plans, tmp_path, capsys):
-    # GIVEN dev, and dev with offerhub's database one class up
+    # GIVEN dev, and dev with its database (the systems' shared instance, components/shared_data.py) one class up
     base = _priced(plans["dev"], "dev")
-    head = _priced(_edited(plans["dev"], "aws:rds/instance:Instance", "offerhub-db-instance", instanceClass="db.t4g.small"), "dev")
+    head = _priced(_edited(plans["dev"], "aws:rds/instance:Instance", "shared-db-instance", instanceClass="db.t4g.small"), "dev")
     # WHEN the two plans are compared as the preview workflow compares them
     b, h = _write(tmp_path / "base.json", "dev", base), _write(tmp_path / "head.json", "dev", head)
     code = cost.main(["--diff", str(b), str(h), "--markdown", str(tmp_path / "comment.md")])
     out = capsys.readouterr().out
-    # THEN one line changed, paired (not removed and added), with its confidence; only offerhub moved
+    # THEN one line changed, paired (not removed and added), with its confidence; only the shared line moved
     [d] = cost.diff_plans({"dev": json_of(b)}, {"dev": json_of(h)})
     [change] = d.changes
-    assert (change.system, change.before.item, change.after.item) == ("offerhub", "Postgres db.t4g.micro single_az", "Postgres db.t4g.small single_az")
+    before, after = "Postgres db.t4g.micro single_az (shared)", "Postgres db.t4g.small single_az (shared)"
+    assert (change.system, change.before.item, change.after.item) == ("shared", before, after)
     prices = cost.load_prices()["rds_postgres_hourly"]
     assert change.delta == pytest.approx((prices["db.t4g.small"]["single_az"] - prices["db.t4g.micro"]["single_az"]) * 730)
-    assert {s: round(a - b_, 2) for s, b_, a in d.systems() if round(a - b_, 2)} == {"offerhub": round(change.delta, 2)}
-    assert "~ offerhub  Postgres db.t4g.micro single_az -> Postgres db.t4g.small single_az" in out and out.count("\n    ") == 1
+    assert {s: round(a - b_, 2) for s, b_, a in d.systems() if round(a - b_, 2)} == {"shared": round(change.delta, 2)}
+    assert f"~ shared    {before} -> {after}" in out and out.count("\n    ") == 1
     assert f"({cost._signed(change.delta)})  B" in out
-    # a rise of $11.68 on $300 is under both thresholds: no attention, exit 0
+    # a rise of $11.68 on $204 is under both thresholds: no attention, exit 0
     assert code == 0 and d.attention is None and "NEEDS ATTENTION" not in out
     comment = (tmp_path / "comment.md").read_text()
-    assert comment.startswith(cost.MARKER + "\n") and "| ~ | offerhub | Postgres db.t4g.micro single_az → Postgres db.t4g.small single_az |" in comment
+    assert comment.startswith(cost.MARKER + "\n") and f"| ~ | shared | {before} → {after} |" in comment
 
 
 def test_an_added_system_shows_every_line_of_it(plans, tmp_path, capsys):
@@ -146,9 +147,9 @@ def test_a_removed_replica_lowers_the_cost_and_never_needs_attention(plans, tmp_
 
 
 def test_a_rise_past_the_threshold_needs_attention_not_a_failure(plans, tmp_path, capsys):
-    # GIVEN dev with offerhub's database on a much bigger class: more than 20 % of dev's month
+    # GIVEN dev with its (shared) database on a much bigger class: more than 20 % of dev's month
     base = _priced(plans["dev"], "dev")
-    head = _priced(_edited(plans["dev"], "aws:rds/instance:Instance", "offerhub-db-instance", instanceClass="db.m7g.large", multiAz=True), "dev")
+    head = _priced(_edited(plans["dev"], "aws:rds/instance:Instance", "shared-db-instance", instanceClass="db.m7g.large", multiAz=True), "dev")
     b, h = _write(tmp_path / "base.json", "dev", base), _write(tmp_path / "head.json", "dev", head)
     # WHEN compared; THEN the exit status says "attention" (3), not an error (1, 2)
     assert cost.main(["--diff", str(b), str(h), "--markdown", str(tmp_path / "c.md")]) == cost.ATTENTION
@@ -219,11 +220,11 @@ def test_plan_prints_the_cost_and_its_json_carries_the_lines(tmp_path, capsys):
 def test_a_class_the_price_sheet_lacks_is_shown_and_needs_attention(plans):
     # RDS offers classes the team's price sheet has no row for: priced at $0 with confidence "?", flagged
     base = _priced(plans["dev"], "dev")
-    head = _priced(_edited(plans["dev"], "aws:rds/instance:Instance", "darwin-db-instance", instanceClass="db.r6g.large"), "dev")
+    head = _priced(_edited(plans["dev"], "aws:rds/instance:Instance", "shared-db-instance", instanceClass="db.r6g.large"), "dev")
     d = cost.diff(base, head)
     [change] = d.changes
     assert change.after.confidence == "?" and change.after.monthly == 0 and cost.UNPRICED in change.after.item
-    assert d.attention == "unpriced: Postgres db.r6g.large single_az (add it to tools/data/aws-prices-us-east-1.json)"
+    assert d.attention == "unpriced: Postgres db.r6g.large single_az (shared) (add it to tools/data/aws-prices-us-east-1.json)"
 
 
 def test_the_stacks_a_change_touches():

@@ -31,6 +31,8 @@ ROLES = (
     | {f"github-preview-{s}": f"repo:<ORG>/<REPO>:environment:preview-{s}" for s in STACKS}
     # the nightly drift check (.github/workflows/drift.yml; its permissions: tests/test_drift.py)
     | {f"github-drift-{s}": f"repo:<ORG>/<REPO>:environment:drift-{s}" for s in STACKS}
+    # pull requests' preview environments on the dev core (.github/workflows/preview-env.yml): dev's deploy rights
+    | {"github-previewenvs-dev": "repo:<ORG>/<REPO>:environment:preview-envs"}
 )
 SAMPLE = {
     "<ACCOUNT_ID>": "123456789012",
@@ -50,6 +52,7 @@ ALLOWED = {
         "iam:PassRole only to the program's services, and nothing on the github-* roles",
         "CREDENTIALS_EXPOSURE": "it writes secret values (secretsmanager) and ECR repository policies of the program",
     },
+    "previewenvs": {},  # the deploy role's findings, filled in below: the same document
     "preview": {
         "RESOURCE_STAR": "read-only Describe/List/Get calls on auto-named resources; no secret values, no decrypt (explicit Deny)",
     },
@@ -57,6 +60,7 @@ ALLOWED = {
         "RESOURCE_STAR": "the preview role's reads plus what a refresh reads (budgets:ViewBudget, lambda:GetFunction ...); no secret values, no decrypt",
     },
 }
+ALLOWED["previewenvs"] = ALLOWED["deploy"]
 DATA_READS = {"secretsmanager:GetSecretValue", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "ssm:GetParameter", "ssm:GetParameters"}
 
 
@@ -116,6 +120,12 @@ def test_preview_roles_read_no_secret_value_and_decrypt_nothing(stack):
     assert [s["Resource"] for s in objects] == ["arn:aws:s3:::<STATE_BUCKET>/.pulumi/*"]
 
 
+def test_the_preview_environments_role_has_dev_deploy_rights_only():
+    # it deploys <system>-pr-<n> stacks on the dev core: what github-deploy-dev may do, in the dev account
+    # (its trust names the dev account's OIDC provider; no statement names another account)
+    assert load("github-previewenvs-dev-permissions.json") == load("github-deploy-dev-permissions.json")
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_deploy_roles_cannot_touch_the_ci_roles(stack):
     doc = load(f"github-deploy-{stack}-permissions.json")
@@ -162,7 +172,8 @@ def test_the_linter_catches_a_bad_policy():
 
 def test_workflows_use_the_environments_these_roles_trust():
     text = "".join(p.read_text() for p in (ROOT / ".github" / "workflows").glob("*.yml"))
-    assert "environment: preview-${{ matrix.stack }}" in text and "environment: dev" in text
+    # preview.yml: preview-<env>, the environment of each selected stack (tools/stackselect.py ci_env)
+    assert "environment: preview-${{ matrix.env }}" in text and "environment: dev" in text
     assert "environment: ${{ inputs.target }}" in text and "environment: preview-${{ inputs.target }}" in text
 
 

@@ -53,7 +53,9 @@ def test_diagram_has_every_service_and_each_reachable_store(plans, stack):
     stores = {diagram.node_id(s.name) for s in diagram.stores(capture)}
     expected = {(diagram.node_id(key), diagram.node_id(name)) for key, names in reachable_stores(capture).items() for name in names}
     assert {(a, b) for a, b in edges if b in stores} == expected
-    assert ("twinkle_indexer", "twinkle_db_instance") in expected and ("twinkle_indexer", "twinkle_cache_group") not in expected
+    # dev's systems share one instance and one cache (components/shared_data.py); prod's have their own
+    owner = "shared" if stack == "dev" else "twinkle"
+    assert ("twinkle_indexer", f"{owner}_db_instance") in expected and ("twinkle_indexer", f"{owner}_cache_group") not in expected
     # internet -> load balancer (with its WAF) -> each web service; workers and singletons have no way in
     assert ("internet", "alb") in edges and g.nodes["alb"] == "load balancer + WAF"
     web = {diagram.node_id(s.name.removesuffix("-service")) for s in services if s.inputs.get("loadBalancers")}
@@ -67,7 +69,7 @@ def test_diagram_follows_the_capture_not_the_catalog(plans):
     cut = harness.Capture(capture.stack, [r for r in capture.resources if r.name != "twinkle-api-to-cache-out"], capture.invokes, capture.outputs)
     g = diagram.build(cut, load_platform("dev", ROOT))
     edges = {(a, b) for a, b, _ in g.edges}
-    assert ("twinkle_api", "twinkle_db_instance") in edges and ("twinkle_api", "twinkle_cache_group") not in edges
+    assert ("twinkle_api", "shared_db_instance") in edges and ("twinkle_api", "shared_cache_group") not in edges  # dev's shared stores
     # and one whose service is gone is no node
     gone = harness.Capture(capture.stack, [r for r in capture.resources if r.name != "twinkle-worker-service"], capture.invokes, capture.outputs)
     assert "twinkle_worker" not in diagram.build(gone, load_platform("dev", ROOT)).nodes
@@ -81,8 +83,8 @@ def test_mermaid_source_declares_every_node_and_edge(plans):
     assert declared == set(g.nodes)
     for a, b, label in g.edges:
         assert (f"  {a} -->|{label}| {b}" if label else f"  {a} --> {b}") in source
-    assert source.count("subgraph ") == len(g.groups) == 5
-    assert '[("Postgres twinkle-dev")]' in source and '["twinkle-worker (worker)"]' in source
+    assert source.count("subgraph ") == len(g.groups) == 6  # the five systems and dev's shared stores
+    assert '[("Postgres shared-dev")]' in source and '["twinkle-worker (worker)"]' in source
 
 
 def test_write_renders_with_mmdc_or_says_how(plans, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from components import shared_data
 from components.workload import task_counts
 from policy import local
 from stacks.catalog import load_catalog
@@ -44,8 +45,16 @@ def test_plan_lists_every_deployed_service(stack, capsys, tmp_path):
     # every web service's URL, and each system's database, cache and secrets
     assert len(urls) == 6 and all(url in text for url in urls.values())
     for system in (deployed.system for deployed in load_platform(stack, ROOT).systems.values()):  # a cache "when: scaled_out" is not in dev
-        assert (f"    database  {system.name}-" in text) is bool(system.postgres)
-        assert (f"    cache     {system.name}-" in text) is bool(system.redis)
+        # its own store, or (dev: components/shared_data.py) its database and number in the shared ones
+        shared = shared_data.tenancy(load_platform(stack, ROOT))
+        if shared and system.name in shared.postgres:
+            assert f"    database  db {system.postgres.database} in {shared.identifier} (shared:" in text
+        else:
+            assert (f"    database  {system.name}-" in text) is bool(system.postgres)
+        if shared and system.name in shared.redis:
+            assert f"    cache     db {shared.redis[system.name]} of {shared.identifier} (shared:" in text
+        else:
+            assert (f"    cache     {system.name}-" in text) is bool(system.redis)
         assert all(secret in text for secret in system.secrets)
     # the JSON keeps its format (tests/test_cost.py and the preview workflow read it)
     assert set(data) == {"stack", "resources", "outputs", "invokes", "cost"}
@@ -275,14 +284,14 @@ def test_the_policy_pack_runs_over_the_capture(plans):
     assert "    alb-serves-https on 6: HTTP listener" in text
     # a database made public: the mandatory rule's own message, as the program's transform reports it
     capture = plans["dev"]
-    db = capture.one("aws:rds/instance:Instance", "aurum-db-instance")
+    db = capture.one("aws:rds/instance:Instance", "shared-db-instance")  # dev's systems share one (components/shared_data.py)
     broken = dataclasses.replace(db, inputs={**db.inputs, "publiclyAccessible": True})
     bad = harness.Capture(capture.stack, [broken if r is db else r for r in capture.resources], capture.invokes, capture.outputs, capture.logs)
     mandatory, _ = plan_cli.policy_findings(bad, load_platform("dev", ROOT))
     (message,) = local.check_resource(broken.type, broken.inputs, {"stack": "dev", "preset": "dev"}, urn=broken.urn)
-    assert mandatory == [f"no-public-database aurum-db-instance: {message.split(': ', 1)[1]}"]
+    assert mandatory == [f"no-public-database shared-db-instance: {message.split(': ', 1)[1]}"]
     text = plan_cli.summary(bad, load_platform("dev", ROOT), ROOT)
-    assert "policy pack (policy/rules.py with policy/config/dev.json): 1 VIOLATIONS" in text and "  no-public-database aurum-db-instance: " in text
+    assert "policy pack (policy/rules.py with policy/config/dev.json): 1 VIOLATIONS" in text and "  no-public-database shared-db-instance: " in text
 
 
 def test_a_registry_only_stack_gets_one_message_and_no_traceback(project, capsys):

@@ -263,3 +263,76 @@ def test_the_workflow_keeps_every_digest_a_stack_pins(capsys):
     steps = yaml.safe_load((ROOT / ".github/workflows/promote.yml").read_text())["jobs"]["up"]["steps"]
     names = [s.get("name", "") for s in steps]
     assert names.index("Keep the images this stack now pins") > names.index("Verify every service runs this update's task definition")
+
+
+# ---------------------------------------------------------------- split layout: one system's own stacks
+
+
+def _split_file(stack: str, preset: str, layout: dict, systems: dict) -> dict:
+    return {"config": {"aws:region": "us-east-1", "platform:preset": preset, "platform:layout": layout, "platform:systems": systems}}
+
+
+@pytest.fixture
+def split(tmp_path):
+    """twinkle's stacks in dev, staging and prod (split layout), staging's core; a failed-then-fixed history."""
+    files = {
+        "twinkle-dev": _split_file("twinkle-dev", "dev", {"system": "twinkle", "core": "core-dev"}, {"twinkle": {"images": {"api": "1.0.0"}}}),
+        "twinkle-staging": _split_file(
+            "twinkle-staging", "staging", {"system": "twinkle", "core": "core-staging"}, {"twinkle": {"images": {"api": D["c"], "worker": D["c"]}}}
+        ),
+        "twinkle-prod": _split_file("twinkle-prod", "prod", {"system": "twinkle", "core": "org/platform/core-prod"}, {"twinkle": {"images": {"api": D["c"]}}}),
+        "core-staging": _split_file("core-staging", "staging", {"core": True}, {"twinkle": {}}),
+    }
+    for stack, document in files.items():
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    (tmp_path / "out.json").write_text(json.dumps(outputs(twinkle={"api": D["a"], "worker": D["b"]})))
+    (tmp_path / "history.json").write_text(json.dumps(SUCCEEDED))
+    return tmp_path, ["--outputs", str(tmp_path / "out.json"), "--history", str(tmp_path / "history.json"), "--project-dir", str(tmp_path)]
+
+
+def test_a_split_system_stack_is_promoted_from_its_dev_stack(split, capsys):
+    tmp_path, args = split
+    assert tool.main(["--from", "twinkle-dev", "--to", "twinkle-staging", *args]) == 0
+    promoted = yaml.safe_load((tmp_path / "Pulumi.twinkle-staging.yaml").read_text())["config"]
+    assert promoted["platform:systems"] == {"twinkle": {"images": {"api": D["a"], "worker": D["b"]}}}
+    assert promoted["platform:layout"] == {"system": "twinkle", "core": "core-staging"}  # nothing else changed
+    assert f"twinkle.api: {D['c']} -> {D['a']}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "match"),
+    [
+        ("twinkle-dev", "twinkle-prod", "not one step"),  # dev -> prod skips staging, by the presets
+        ("twinkle-staging", "twinkle-staging", "not one step"),
+        ("twinkle-prod", "twinkle-staging", "not one step"),
+        ("twinkle-qa", "twinkle-staging", "stacks are"),  # no file: its name is no preset
+        ("twinkle-dev", "core-staging", "core stack: it runs no images"),
+    ],
+)
+def test_a_split_promotion_is_one_step_by_preset_and_never_into_a_core(split, capsys, source, target, match):
+    tmp_path, args = split
+    before = {p.name: p.read_text() for p in tmp_path.glob("Pulumi.*.yaml")}
+    assert tool.main(["--from", source, "--to", target, *args]) == 2
+    assert match in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in tmp_path.glob("Pulumi.*.yaml")} == before
+
+
+def test_a_split_promotion_reads_the_sources_preset_not_its_name():
+    target = _split_file("twinkle-staging", "staging", {"system": "twinkle", "core": "core-staging"}, {"twinkle": {"images": {}}})["config"]
+    running = outputs(twinkle={"api": D["a"]})
+    # twinkle-dev is dev by its preset; without its file, its name is no environment
+    tool.promote("twinkle-dev", "twinkle-staging", running, copy.deepcopy(target), source_config={"platform:preset": "dev"})
+    with pytest.raises(tool.PromotionError, match="stacks are"):
+        tool.promote("twinkle-dev", "twinkle-staging", running, copy.deepcopy(target))
+    # a system the target stack does not deploy is refused, as in all-in-one
+    with pytest.raises(tool.PromotionError, match="--system darwin is not deployed in twinkle-staging"):
+        tool.promote("twinkle-dev", "twinkle-staging", running, copy.deepcopy(target), "darwin", {"platform:preset": "dev"})
+
+
+def test_a_split_stacks_pinned_images_get_their_own_keep_tag():
+    from components.registry import keep_tag
+
+    config = _split_file("twinkle-prod", "prod", {"system": "twinkle", "core": "core-prod"}, {"twinkle": {"images": {"api": D["a"]}}})["config"]
+    assert tool.pinned("twinkle-prod", config) == [("twinkle/api", D["a"], keep_tag("twinkle-prod", D["a"]))]
+    assert len(keep_tag("twinkle-prod", D["a"])) <= 128  # ECR's tag limit

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from components.budget import MODEL_FILE
+from components.shared_data import POSTGRES_TENANT, REDIS_TENANT, SHARED
 from components.workload import task_counts
 from stacks.config import PlatformConfig
 
@@ -97,13 +98,16 @@ def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | 
         head = capture.top_component(r.urn).split("-", 1)[0]
         owner = head if head in systems else "shared"
         i = r.inputs
+        # an environment's shared store (components/shared_data.py) says so; not how many systems it serves, so
+        # that adding a system changes no line but its own (the plan lists the tenants)
+        by = " (shared)" if head == SHARED else ""
         if r.type == "aws:rds/instance:Instance":
             az = "multi_az" if i.get("multiAz") else "single_az"
             rate = p["rds_postgres_hourly"].get(i["instanceClass"])
             if rate is None:
-                lines.append(Line(owner, f"Postgres {i['instanceClass']} {az} {UNPRICED}", 0.0, "?", "postgres"))
+                lines.append(Line(owner, f"Postgres {i['instanceClass']} {az}{by} {UNPRICED}", 0.0, "?", "postgres"))
             else:
-                lines.append(Line(owner, f"Postgres {i['instanceClass']} {az}", rate[az] * hours, rate["confidence"], "postgres"))
+                lines.append(Line(owner, f"Postgres {i['instanceClass']} {az}{by}", rate[az] * hours, rate["confidence"], "postgres"))
             storage = p["rds_storage_gp3_gb_month"]
             lines.append(
                 Line(owner, f"Postgres gp3 {i['allocatedStorage']:.0f} GB", storage[az] * i["allocatedStorage"], storage["confidence"], "postgres-storage")
@@ -112,9 +116,9 @@ def estimate(capture: Capture, systems: Iterable[str], prices: dict[str, Any] | 
             rate = p["elasticache_redis_node_hourly"].get(i["nodeType"])
             nodes = int(i.get("numCacheClusters", 1))
             if rate is None:
-                lines.append(Line(owner, f"Redis {nodes} x {i['nodeType']} {UNPRICED}", 0.0, "?", "redis"))
+                lines.append(Line(owner, f"Redis {nodes} x {i['nodeType']}{by} {UNPRICED}", 0.0, "?", "redis"))
             else:
-                lines.append(Line(owner, f"Redis {nodes} x {i['nodeType']}", rate["price"] * nodes * hours, rate["confidence"], "redis"))
+                lines.append(Line(owner, f"Redis {nodes} x {i['nodeType']}{by}", rate["price"] * nodes * hours, rate["confidence"], "redis"))
         elif r.type == "aws:ecs/service:Service":
             task = next(tasks[u] for u in r.dependencies if u in tasks)
             arch = "arm64" if task.inputs["runtimePlatform"]["cpuArchitecture"] == "ARM64" else "x86"
@@ -216,8 +220,19 @@ def _count(service: Resource, running: Mapping[str, int] | None) -> int:
     return running[key] if running and key in running else int(service.inputs.get("desiredCount", 1))
 
 
+def store_counts(capture: Capture) -> tuple[int, int]:
+    """(Postgres, Redis) stores the plan's systems use, one per system whether its own or its share of
+    an environment's shared one (components/shared_data.py): what the comparison with Render counts."""
+    own_db = [r for r in capture.of_type("aws:rds/instance:Instance") if not r.name.startswith(f"{SHARED}-")]
+    own_cache = [r for r in capture.of_type("aws:elasticache/replicationGroup:ReplicationGroup") if not r.name.startswith(f"{SHARED}-")]
+    return len(own_db) + len(capture.of_type(POSTGRES_TENANT)), len(own_cache) + len(capture.of_type(REDIS_TENANT))
+
+
 def render_equivalent(capture: Capture, prices: dict[str, Any] | None = None, running: Mapping[str, int] | None = None) -> float:
-    """The same systems on Render: an instance per task with at least its memory, a Postgres and a Key Value per store."""
+    """The same systems on Render: an instance per task with at least its memory, a Postgres and a Key
+    Value per system's store. A system on a shared instance or cache still counts one (the comparison
+    is of the five systems as the seeds run them, each with its own stores: sharing is our saving, not
+    Render's)."""
     p = (prices or load_prices())["render_for_comparison"]
     sizes = p["service_instance_month"]
     instances = [(0.5, sizes["starter_512mb"]), (2, sizes["standard_2gb"]), (4, sizes["pro_4gb"])]
@@ -228,8 +243,9 @@ def render_equivalent(capture: Capture, prices: dict[str, Any] | None = None, ru
         gb = int(task.inputs["memory"]) / 1024
         price = next(price for size, price in instances if gb <= size)
         total += price * _count(service, running)
-    total += p["postgres_month"]["basic_1gb"] * len(capture.of_type("aws:rds/instance:Instance"))
-    total += p["key_value_month"]["starter_256mb"] * len(capture.of_type("aws:elasticache/replicationGroup:ReplicationGroup"))
+    databases, caches = store_counts(capture)
+    total += p["postgres_month"]["basic_1gb"] * databases
+    total += p["key_value_month"]["starter_256mb"] * caches
     return total
 
 
@@ -582,19 +598,14 @@ PLAN_INPUTS = (
 )
 
 
-def touched_stacks(changed: Iterable[str], stacks: Iterable[str]) -> list[str]:
+def touched_stacks(changed: Iterable[str], stacks: Iterable[str], project_dir: Path = PROJECT_DIR) -> list[str]:
     """The stacks whose offline plan a change of ``changed`` (paths, as ``git diff --name-only`` gives them)
-    can move: every stack of ``stacks`` for a change to the program, one for its ``Pulumi.<stack>.yaml``
-    (also a stack file added or deleted), none for the rest (docs, tests, workflows)."""
-    stacks = list(stacks)
-    out: list[str] = []
-    for path in changed:
-        path = path.strip()
-        if path.startswith("Pulumi.") and path.endswith(".yaml") and path != "Pulumi.yaml" and "/" not in path:
-            out.append(path.removeprefix("Pulumi.").removesuffix(".yaml"))
-        elif any(path == p or (p.endswith("/") and path.startswith(p)) for p in PLAN_INPUTS):
-            out.extend(stacks)
-    return sorted(set(out))
+    can move: tools/stackselect.py's selection (a catalog entry its systems' stacks, a stack file its
+    stack, the program every stack, docs, tests and workflows none), with :data:`PLAN_INPUTS` (the price
+    sheet and the cost model too) moving every stack of ``stacks``."""
+    from tools import stackselect
+
+    return stackselect.select(changed, stackselect.read_stacks(project_dir, stacks), extra_shared=PLAN_INPUTS).names
 
 
 # ---------------------------------------------------------------- the modeled cost the budgets start from

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from components.shared_data import store_names
 from stacks.config import PlatformConfig
 
 from .harness import PROJECT_DIR, Capture, Resource
@@ -138,7 +139,8 @@ def readiness(plan: Schedule, cfg: PlatformConfig, pct: Percentile = "p50", time
     by_name = {r.name: r for r in plan.by_urn.values()}
     out = []
     for system in cfg.systems.values():
-        stores = [by_name[n] for n in (f"{system.name}-db-instance", f"{system.name}-cache-group") if n in by_name]
+        # its own stores, or the environment's shared ones (components/shared_data.py)
+        stores = [by_name[n] for n in store_names(cfg, system.name) if n in by_name]
         slowest = max((duration(r, pct, times) for r in stores), default=0.0)
         for name in system.services:
             key = f"{system.name}-{name}"

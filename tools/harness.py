@@ -145,13 +145,20 @@ def _digest(args: pulumi.runtime.MockResourceArgs) -> str:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Echo inputs plus the computed fields AWS would return."""
 
-    def __init__(self, region: str, capture: Capture, registry: dict[str, list[dict[str, str]]] | None = None) -> None:
+    def __init__(
+        self, region: str, capture: Capture, registry: dict[str, list[dict[str, str]]] | None = None, stacks: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.region = region
         self.capture = capture
         self.registry = registry or {}
         """What ECR holds: repository name -> its images (``imageTag``, ``imageDigest``)."""
+        self.stacks = stacks or {}
+        """What a StackReference reads: stack name as referenced -> that stack's outputs."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        if args.typ == "pulumi:pulumi:StackReference":  # a read, as the engine answers it from the other stack's state
+            name = str(args.resource_id or args.inputs.get("name"))
+            return name, {"name": name, "outputs": self.stacks.get(name, {}), "secretOutputNames": []}
         state = dict(args.inputs)
         rid = args.resource_id or _fake_id(args.typ, args.name)
         service = args.typ.split(":")[1].split("/")[0]
@@ -302,28 +309,52 @@ def pushed_images(values: dict[str, str]) -> dict[str, list[dict[str, str]]]:
     return registry
 
 
+def core_of(values: dict[str, str]) -> str | None:
+    """The core stack a system stack of the split layout names (``platform:layout.core``), as written."""
+    try:
+        layout = json.loads(values.get(f"{PROJECT}:layout", "null"))
+    except ValueError:
+        return None
+    core = layout.get("core") if isinstance(layout, dict) else None
+    return core if isinstance(core, str) else None
+
+
+def referenced_stacks(values: dict[str, str], project_dir: Path) -> dict[str, dict[str, Any]]:
+    """What the stack's StackReference reads offline: its core's outputs, from the core's own offline plan
+    (``Pulumi.<core>.yaml`` beside it; ``org/platform/core-dev`` is ``core-dev``). Empty for other stacks."""
+    core = core_of(values)
+    if core is None or not (project_dir / f"Pulumi.{core.rsplit('/', 1)[-1]}.yaml").exists():
+        return {}
+    return {core: run(core.rsplit("/", 1)[-1], project_dir, stacks={}).outputs}
+
+
 def run(
     stack: str,
     project_dir: Path = PROJECT_DIR,
     program: Callable[[], Any] | None = None,
     registry: dict[str, list[dict[str, str]]] | None = None,
     config: tuple[dict[str, str], list[str]] | None = None,
+    stacks: dict[str, dict[str, Any]] | None = None,
 ) -> Capture:
     """Run ``program`` (default: the project's ``__main__.py``) for ``stack`` and return the capture.
 
     ``registry``: what ECR holds; default: every image the stack file names is pushed (:func:`pushed_images`).
     ``config``: the engine's values and secret keys; default: :func:`engine_config` of the stack file.
+    ``stacks``: what a StackReference reads (stack name -> outputs); default: a system stack of the split
+    layout reads its core's offline plan (:func:`referenced_stacks`).
     Raises whatever the program raises (``pulumi.RunError`` for a configuration error).
     """
-    capture = Capture(stack=stack)
     values, secret_keys = config or engine_config(stack, project_dir)
+    if stacks is None:
+        stacks = referenced_stacks(values, project_dir)
+    capture = Capture(stack=stack)
     region = values.get("aws:region", "us-east-1")
     # as the language host passes them: PULUMI_CONFIG and PULUMI_CONFIG_SECRET_KEYS (and the SDK's map)
     os.environ["PULUMI_CONFIG"] = json.dumps(values)
     os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(secret_keys)
     pulumi.runtime.set_all_config(values, secret_keys)
     os.environ.setdefault("AWS_REGION", region)
-    mocks = RecordingMocks(region, capture, pushed_images(values) if registry is None else registry)
+    mocks = RecordingMocks(region, capture, pushed_images(values) if registry is None else registry, stacks)
     monitor = RecordingMonitor(mocks, capture)
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=_LogCollector(capture))  # type: ignore[arg-type]
     from pulumi.runtime.settings import SETTINGS

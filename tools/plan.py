@@ -28,7 +28,9 @@ from typing import Any
 
 import pulumi
 
+from components import shared_data
 from components.platform import HELD_WARNING
+from components.postgres import app_role, ddl_role, runtime_ddl_services
 from components.workload import task_counts
 from policy import local as policy_local
 from policy import rules as policy_rules
@@ -48,14 +50,16 @@ def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_D
     lines: list[str] = []
     custom = [r for r in capture.resources if r.custom]
     lines.append(
-        f"stack {cfg.stack}: preset {cfg.env}, {cfg.region} ({', '.join(cfg.availability_zones)}); "
+        f"stack {cfg.stack}: preset {cfg.preset_name or cfg.env}, {cfg.region} ({', '.join(cfg.availability_zones)}); "
         f"{len(custom)} cloud resources in {len(capture.resources) - len(custom)} components, {len(capture.invokes)} data-source calls"
     )
+    if cfg.layout is not None:
+        lines.append(layout_line(cfg))
     lines.append(headline(capture, cfg))
     lines.append("")
     lines.extend(before_up(capture, cfg, project_dir))
     lines.append("")
-    lines.extend(_system_lines(capture, cfg))
+    lines.extend(_system_lines(capture, cfg) if not cfg.is_core else _served_lines(capture, cfg))
     lines.append("")
     lines.extend(_network_lines(cfg))
     if cfg.stack_config.compute == "kubernetes":
@@ -74,6 +78,28 @@ def summary(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT_D
         lines.append("")
         lines.extend(_census_lines(capture))
     return "\n".join(lines)
+
+
+def layout_line(cfg: PlatformConfig) -> str:
+    """Which part of the split layout the stack is (README "Layouts")."""
+    if cfg.is_core:
+        return f"layout: split, the core of {cfg.env}; its systems run in stacks of their own that read this stack's output `platform_core`"
+    ephemeral = f" as the ephemeral environment {cfg.env}" if cfg.layout and cfg.layout.environment else ""
+    return f"layout: split, system {', '.join(cfg.systems)}{ephemeral} on the core {cfg.core_stack} (a StackReference; offline: the core's offline plan)"
+
+
+def _served_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
+    """A core's systems: what it holds for each (repositories, listeners); the rest is in the system's stack."""
+    export = capture.outputs.get("platform_core") or {}
+    listeners = (export.get("alb") or {}).get("urls") or {}
+    lines = ["systems this core serves (each runs in its own stack, Pulumi.<system>-<env>.yaml):"]
+    tokens = offline_tokens(capture)
+    for system in cfg.systems.values():
+        mine = sorted((key, url) for key, url in listeners.items() if key.startswith(f"{system.name}-"))
+        hosts = [f"{key}: {url}{' ' + OFFLINE if is_offline(url, tokens) else ''}" for key, url in mine]
+        repos = ", ".join(f"{system.name}/{image}" for image in sorted(system.system.images))
+        lines.append(f"  {system.name}: repositories {repos}" + (f"; listeners {'; '.join(hosts)}" if hosts else ""))
+    return [*_shared_lines(cfg), *lines]
 
 
 # ---------------------------------------------------------------- the one-line summary
@@ -108,8 +134,9 @@ def before_up(capture: Capture, cfg: PlatformConfig, project_dir: Path = PROJECT
             out.append(f"    {key}: {why}")
             out.append(f"      pulumi config set --stack {cfg.stack} --path '{key}' <value>    # now {_cut(repr(value), 48)}")
     cfg = with_missing_images(capture, cfg)
-    out.extend(_secret_lines(cfg))
-    out.extend(_image_lines(cfg))
+    if not cfg.is_core:  # a core runs no service: secrets and images are its systems' stacks'
+        out.extend(_secret_lines(cfg))
+        out.extend(_image_lines(cfg))
     out.extend(_dns_lines(cfg))
     out.extend(_email_lines(cfg))
     out.extend(_quota_lines(capture, cfg, project_dir))
@@ -162,7 +189,9 @@ def _image_lines(cfg: PlatformConfig) -> list[str]:
     arch = cfg.preset.compute.architecture
     registry = cfg.stack_config.registry
     where = (
-        "this stack creates the repositories: push after the first up, then up again"
+        f"the core {cfg.core_stack} created the repositories: push before this stack's up"
+        if cfg.core_stack
+        else "this stack creates the repositories: push after the first up, then up again"
         if registry.create
         else f"pulled from the repositories another stack creates in {f'account {registry.account_id}' if registry.account_id else 'this account'}"
     )
@@ -351,15 +380,33 @@ def _system_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
     db_dr = f", backups replicated to {recovery.dr_region}" if recovery else ""
     cache_dr = f", exported to {recovery.dr_region} every {recovery.redis_export_minutes} min" if recovery else ""
     cfg = with_missing_images(capture, cfg)
+    sharing = shared_data.tenancy(cfg)
+    lines[:0] = _shared_lines(cfg)
     for system in cfg.systems.values():
         spec = system.system
         lines.append(f"  {system.name}  ({spec.seed})")
-        if spec.postgres:
+        if spec.postgres and sharing and system.name in sharing.postgres:
+            roles = ", ".join(role(spec.postgres.database) for role in (app_role, *([ddl_role] if runtime_ddl_services(spec) else [])))
+            lines.append(
+                f"    database  db {spec.postgres.database} in {sharing.identifier} (shared: Postgres {p.engine_major}, {p.instance_class}, "
+                f"backups {p.backup_retention_days} d): roles {roles}, its db-roles bootstrap creates the database"
+            )
+        elif spec.postgres:
             lines.append(
                 f"    database  {system.name}-{cfg.env}: Postgres {p.engine_major}, {p.instance_class}, {'Multi-AZ' if p.multi_az else 'single-AZ'}, "
                 f"backups {p.backup_retention_days} d{db_dr}, db {spec.postgres.database}"
             )
-        if spec.redis:
+        if spec.redis and sharing and system.name in sharing.redis:
+            r = cfg.preset.redis
+            if cfg.core_stack:  # the number and the policy depend on every tenant: the core's output has them
+                where, policy = f"a logical database of {sharing.identifier}", "number and maxmemory-policy in the core's output"
+            else:
+                where, policy = f"db {sharing.redis[system.name]} of {sharing.identifier}", f"maxmemory-policy {sharing.policy}"
+            lines.append(
+                f"    cache     {where} (shared: Redis 7.1, {r.nodes} x {r.node_type}, {policy}; its own: {spec.redis.maxmemory_policy}), "
+                "REDIS_URL ends in its number"
+            )
+        elif spec.redis:
             r = cfg.redis_settings(system.name)
             lines.append(
                 f"    cache     {system.name}-{cfg.env}: Redis 7.1, {r.nodes} x {r.node_type}, maxmemory-policy {spec.redis.maxmemory_policy}{cache_dr}"
@@ -384,6 +431,23 @@ def _system_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
             boards = [r.inputs.get("dashboardName", r.name) for r in children if r.type == "aws:cloudwatch/dashboard:Dashboard"]
             lines.append(f"    alarms    {len(alarms)}: {_cut(', '.join(alarms), 110)}; dashboard {', '.join(boards)}")
     return lines
+
+
+def _shared_lines(cfg: PlatformConfig) -> list[str]:
+    """What the environment's systems share (preset ``data.shared``, components/shared_data.py)."""
+    sharing = shared_data.tenancy(cfg)
+    if sharing is None:
+        return []
+    out = ["shared data stores (data.shared; turn off with platform:overrides: {data: {shared: false}}):"]
+    if cfg.core_stack:
+        out.append(f"  this system's database and cache live in {sharing.identifier}, declared by the core {cfg.core_stack} (its output {shared_data.OUTPUT})")
+    else:
+        out.extend(sharing.lines())
+    out.append(
+        "  a stack that ran a store per system before: its `pulumi up` deletes them (dev takes no final snapshot); "
+        "move each database first (pg_dump, then pg_restore into the shared instance), or keep data.shared: false"
+    )
+    return [*out, ""]
 
 
 def _network_lines(cfg: PlatformConfig) -> list[str]:

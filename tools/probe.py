@@ -256,13 +256,18 @@ def expected_alarms(outputs: Mapping[str, Any], systems: Mapping[str, Any]) -> l
         system, service = split_key(key, systems)
         if str(systems[system].services[service].kind) == "singleton":
             names.append(f"{key}-not-running")
+    # a shared data tier (dev, components/shared_data.py): the shared instance's and cache's alarms, once
+    shared = outputs.get("platform_shared_data") or {}
+    on_shared_db = set((shared.get("postgres") or {}).get("databases") or {})
+    on_shared_cache = set((shared.get("redis") or {}).get("databases") or {})
     for system in outputs.get("databases") or {}:
-        names += [f"{system}-{a}" for a in DB_ALARMS]
+        names += [f"{'shared' if system in on_shared_db else system}-{a}" for a in DB_ALARMS]
         if systems[system].redis is not None:
-            names += [f"{system}-cache-001-cpu", f"{system}-cache-001-memory"]  # the first node; replicas add -002...
+            cache = "shared" if system in on_shared_cache else system
+            names += [f"{cache}-cache-001-cpu", f"{cache}-cache-001-memory"]  # the first node; replicas add -002...
     if outputs.get("urls"):
         names.append("alb-monitoring-5xx-rate")
-    return sorted(names)
+    return sorted(set(names))
 
 
 def _alarms(cloudwatch: Any, topic_arn: str) -> list[dict[str, Any]]:

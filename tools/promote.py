@@ -3,6 +3,7 @@
     python -m tools.promote --from dev --to staging                  # asks the Pulumi CLI
     python -m tools.promote --from staging --to prod --outputs out.json --history history.json
     python -m tools.promote --from dev --to staging-eks --system offerhub
+    python -m tools.promote --from twinkle-dev --to twinkle-staging     # split layout: one system's stacks
     python -m tools.promote --rollback prod [--system darwin]
 
 It reads the source stack's ``image_digests`` output (``{system: {image: "sha256:..."}}``), writes
@@ -11,8 +12,10 @@ order and everything else in the file kept), and prints what changed. It refuses
 environment, refuses anything but a ``sha256:`` digest, and refuses a source whose newest update
 did not succeed (``pulumi stack history --json``, newest first: its outputs may describe images that
 never ran). ``--system`` promotes one system; all of them by default. A stack's environment is its
-``platform:preset`` (``staging-eks`` is a staging stack). Nothing is built or copied: the images live
-in the repositories the dev stack created, and the target pulls the same bytes.
+``platform:preset`` (``staging-eks`` is a staging stack), for the source as for the target: in the split
+layout a system's stacks promote into each other (``twinkle-dev`` -> ``twinkle-staging``, presets dev and
+staging), and a core stack, which runs no images, is refused as a target. Nothing is built or copied: the
+images live in the repositories the dev stack (or dev core) created, and the target pulls the same bytes.
 
 ``--rollback <stack>`` writes back the digests of the previous promotion: the version of
 ``Pulumi.<stack>.yaml`` before the newest commit that changed its digests (``git log``).
@@ -66,12 +69,20 @@ def environment_of(stack: str, config: Mapping[str, Any] | None = None) -> str:
     return preset if isinstance(preset, str) else stack
 
 
-def check_step(source: str, target: str, target_env: str | None = None) -> None:
-    """Only one step forward: dev -> staging, staging -> prod (by environment: staging-eks is staging)."""
+def is_core(config: Mapping[str, Any] | None) -> bool:
+    """A split layout's core stack (``platform:layout: {core: true}``): it holds no images."""
+    layout = (config or {}).get("platform:layout")
+    return isinstance(layout, Mapping) and layout.get("core") is True
+
+
+def check_step(source: str, target: str, target_env: str | None = None, source_env: str | None = None) -> None:
+    """Only one step forward: dev -> staging, staging -> prod (by environment: staging-eks is staging,
+    twinkle-dev is dev)."""
     target_env = target_env or target
-    if source not in ORDER or target_env not in ORDER:
+    source_env = source_env or source
+    if source_env not in ORDER or target_env not in ORDER:
         raise PromotionError(f"stacks are {', '.join(ORDER)} (or a stack whose platform:preset is one); got --from {source} --to {target}")
-    if ORDER.index(target_env) != ORDER.index(source) + 1:
+    if ORDER.index(target_env) != ORDER.index(source_env) + 1:
         allowed = ", ".join(f"{a} -> {b}" for a, b in itertools.pairwise(ORDER))
         raise PromotionError(f"{source} -> {target} is not one step; promotion goes {allowed}")
 
@@ -108,14 +119,24 @@ def _selected(systems: Mapping[str, Any], only: str | None, stack: str) -> list[
     return [only]
 
 
-def promote(source: str, target: str, outputs: Mapping[str, Any], config: dict[str, Any], system: str | None = None) -> list[Change]:
+def promote(
+    source: str,
+    target: str,
+    outputs: Mapping[str, Any],
+    config: dict[str, Any],
+    system: str | None = None,
+    source_config: Mapping[str, Any] | None = None,
+) -> list[Change]:
     """Write the source's running digests into the target's stack config (in place); return the changes.
 
-    ``outputs`` are the source stack's outputs; ``config`` is the target file's ``config`` mapping.
-    Every system promoted (``system``, or all the target deploys) must be running in the source, with a
-    digest for each of its images.
+    ``outputs`` are the source stack's outputs; ``config`` is the target file's ``config`` mapping;
+    ``source_config`` the source file's (its preset is its environment; default: its name). Every system
+    promoted (``system``, or all the target deploys) must be running in the source, with a digest for
+    each of its images.
     """
-    check_step(source, target, environment_of(target, config))
+    check_step(source, target, environment_of(target, config), environment_of(source, source_config))
+    if is_core(config):
+        raise PromotionError(f"{target} is a core stack: it runs no images; promote into a system's stack (<system>-{environment_of(target, config)})")
     digests = outputs.get("image_digests")
     if not isinstance(digests, Mapping):
         raise PromotionError(f"stack {source} has no 'image_digests' output; run `pulumi up --stack {source}` with this program first")
@@ -237,8 +258,15 @@ def edit_file(path: Path, change: Callable[[dict[str, Any]], list[Change]]) -> l
     return changes
 
 
-def promote_file(source: str, target: str, outputs: Mapping[str, Any], path: Path, system: str | None = None) -> list[Change]:
-    return edit_file(path, lambda config: promote(source, target, outputs, config, system))
+def promote_file(
+    source: str, target: str, outputs: Mapping[str, Any], path: Path, system: str | None = None, source_config: Mapping[str, Any] | None = None
+) -> list[Change]:
+    return edit_file(path, lambda config: promote(source, target, outputs, config, system, source_config))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The ``config`` mapping of a stack file; ``{}`` when there is none."""
+    return ((_yaml().load(path.read_text(encoding="utf-8")) or {}).get("config") or {}) if path.exists() else {}
 
 
 def _read_json(path: str) -> Any:
@@ -262,8 +290,8 @@ def pinned(stack: str, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.promote", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from", dest="source", choices=ORDER)
-    parser.add_argument("--to", dest="target", metavar="STACK", help="dev, staging, prod, or another stack file (staging-eks)")
+    parser.add_argument("--from", dest="source", metavar="STACK", help="dev or staging, or a stack whose platform:preset is one (twinkle-dev)")
+    parser.add_argument("--to", dest="target", metavar="STACK", help="staging, prod, or another stack file (staging-eks, twinkle-staging)")
     parser.add_argument("--rollback", metavar="STACK", help="write back the digests of STACK's previous promotion (git history)")
     parser.add_argument("--system", help="promote (or roll back) this system only; default: every system the target deploys")
     parser.add_argument("--outputs", metavar="FILE", help="the source's `pulumi stack output --json`; default: ask the Pulumi CLI")
@@ -292,12 +320,12 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.source and args.target):
                 raise PromotionError("give --from and --to, or --rollback")
             path = project / f"Pulumi.{args.target}.yaml"
-            target_config = (_yaml().load(path.read_text(encoding="utf-8")) or {}).get("config", {}) if path.exists() else {}
-            check_step(args.source, args.target, environment_of(args.target, target_config))
+            source_config = read_config(project / f"Pulumi.{args.source}.yaml")
+            check_step(args.source, args.target, environment_of(args.target, read_config(path)), environment_of(args.source, source_config))
             stack = args.source_stack or args.source
             check_history(args.source, _read_json(args.history) if args.history else stack_history(stack))
             outputs = _read_json(args.outputs) if args.outputs else stack_outputs(stack)
-            changes = promote_file(args.source, args.target, outputs, path, args.system)
+            changes = promote_file(args.source, args.target, outputs, path, args.system, source_config)
             what = f"{args.target} already runs what {args.source} runs; nothing to change"
     except PromotionError as err:
         print(f"error: {err}", file=sys.stderr)

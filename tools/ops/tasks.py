@@ -315,6 +315,11 @@ def db(stack: Stack, system: str, io: Io, local_port: int = 15432, start_task: b
             f"instead: python -m tools.ops run {t.path} -- <command>"
         )
     instance = database(stack.aws("rds"), host)
+    if not instance.get("DBName"):  # a shared instance (dev, components/shared_data.py): the system's database is the catalog's
+        from stacks.catalog import load_catalog
+
+        spec = load_catalog().get(system)
+        instance = {**instance, "DBName": spec.postgres.database if spec and spec.postgres else "postgres"}
     secret = stack.aws("secretsmanager").describe_secret(SecretId=readers[0][2])["Name"]
     port = int((instance.get("Endpoint") or {}).get("Port") or 5432)
     task, via = None, usable[0][0]
