@@ -25,7 +25,6 @@ core's sources. That needs a core without a domain (dev's); with a domain the lo
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -275,46 +274,62 @@ def problems_with(cfg: PlatformConfig, core: dict[str, Any]) -> list[str]:
     return out
 
 
-def _own_listeners(cfg: PlatformConfig, data: dict[str, Any], ref: AlbRef) -> None:
-    """An ephemeral environment's web services: a listener each on the core's load balancer, on a port of
-    the core's HTTP range (``stacks/edge.py``, the range the policy admits) that no core service holds,
-    chosen from a hash of ``<environment>-<service key>`` so it stays put across updates."""
-    env = cfg.env
-    taken = set(int(p) for p in data.get("http_ports", {}).values())
-    for svc in sorted((s for s in cfg.services() if s.spec.kind is ServiceKind.web), key=lambda s: s.key):
-        port = free_port(f"{env}-{svc.key}", taken)
-        taken.add(port)
-        aws.vpc.SecurityGroupIngressRule(
-            f"{svc.key}-preview-in",
-            security_group_id=ref.security_group_id,
-            cidr_ipv4=data.get("ingress_cidrs", [edge.WORLD_IPV4])[0],
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            description=f"{env} {svc.key} from the internet",
-        )
-        for extra, cidr in enumerate(data.get("ingress_cidrs", [])[1:], start=1):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{svc.key}-preview-in-{extra}",
-                security_group_id=ref.security_group_id,
-                cidr_ipv4=cidr,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description=f"{env} {svc.key} from {cidr}",
+PREVIEW_EDGE = "platform:edge:PreviewEdge"
+"""The component of an ephemeral environment's listeners and ingress rules on the core's load balancer
+(the policy pack's ``world-ingress-only-on-alb`` admits the internet on the load balancer's children:
+``policy/rules.py`` ``in_alb``)."""
+PREVIEW_SLOTS = 5
+"""Ports per preview environment: a system has at most this many web services on one."""
+
+
+class PreviewEdge(pulumi.ComponentResource):
+    """An ephemeral environment's web services on the core's load balancer: a listener each, and the
+    security group rules that admit the core's sources on its port."""
+
+    def __init__(self, name: str, cfg: PlatformConfig, data: dict[str, Any], ref: AlbRef) -> None:
+        super().__init__(PREVIEW_EDGE, name)
+        child = pulumi.ResourceOptions(parent=self)
+        env = cfg.env
+        taken = {int(p) for p in data.get("http_ports", {}).values()}
+        web = sorted((s for s in cfg.services() if s.spec.kind is ServiceKind.web), key=lambda s: s.key)
+        for index, svc in enumerate(web):
+            port = preview_port(env, index, taken)
+            taken.add(port)
+            for n, cidr in enumerate(data.get("ingress_cidrs") or [edge.WORLD_IPV4]):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{svc.key}-preview-in" + (f"-{n}" if n else ""),
+                    security_group_id=ref.security_group_id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"{env} {svc.key} from {'the internet' if cidr == edge.WORLD_IPV4 else cidr}",
+                    opts=child,
+                )
+            listener = aws.lb.Listener(
+                f"{svc.key}-preview-http", load_balancer_arn=data["arn"], port=port, protocol="HTTP", default_actions=[_not_found()], opts=child
             )
-        listener = aws.lb.Listener(f"{svc.key}-preview-http", load_balancer_arn=data["arn"], port=port, protocol="HTTP", default_actions=[_not_found()])
-        ref.listeners[svc.key] = listener.arn
-        ref.priorities[svc.key] = 1
-        ref.urls[svc.key] = f"http://{data['dns_name']}:{port}"
+            ref.listeners[svc.key] = listener.arn
+            ref.priorities[svc.key] = 1
+            ref.urls[svc.key] = f"http://{data['dns_name']}:{port}"
+        self.register_outputs({})
 
 
-def free_port(key: str, taken: set[int]) -> int:
-    """A port of ``edge.HTTP_PORTS`` from the hash of ``key``, probing past ``taken``."""
+def _own_listeners(cfg: PlatformConfig, data: dict[str, Any], ref: AlbRef) -> None:
+    """An ephemeral environment's web services: listeners of their own (:class:`PreviewEdge`)."""
+    PreviewEdge(f"{cfg.env}-edge", cfg, data, ref)
+
+
+def preview_port(env: str, index: int, taken: set[int]) -> int:
+    """The ``index``-th web service's port of the ephemeral environment ``pr-<n>``: slot ``(n mod 200) * 5 +
+    index`` of ``edge.HTTP_PORTS`` (the range the dev policy admits), probing upward past ``taken`` (the
+    core's own ports). Two pull requests 200 apart would share slots; a port another stack took since is
+    refused by ELB (DuplicateListener) at that stack's update, which changes nothing else."""
+    number = int(env.removeprefix("pr-"))
     slots = edge.HTTP_PORTS
-    index = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % len(slots)
+    start = (number % (len(slots) // PREVIEW_SLOTS)) * PREVIEW_SLOTS + index
     for step in range(len(slots)):
-        port = slots[(index + step) % len(slots)]
+        port = slots[(start + step) % len(slots)]
         if port not in taken:
             return port
     raise ValueError("no free HTTP port on the core's load balancer")

@@ -396,7 +396,9 @@ def _from_core(cfg: PlatformConfig) -> tuple[Shared, PlatformConfig]:
     cfg = _hold_unpushed(cfg, registry)
     alb = core.alb(cfg) if any(svc.spec.kind is ServiceKind.web for svc in cfg.services()) else None
     # the core's shared data stores (dev), through the same reference
-    data = shared_data.read_core(cfg, core.reference) if cfg.preset.data.shared and core.reference is not None else None
+    # never in an ephemeral environment: a pull request's roles and migrations would be dev's
+    ephemeral = cfg.layout is not None and cfg.layout.environment is not None
+    data = shared_data.read_core(cfg, core.reference) if cfg.preset.data.shared and core.reference is not None and not ephemeral else None
     shared = Shared(
         account_id=core.account_id, key=core.key, network=core.network, cluster=core.cluster, registry=registry, alb=alb,
         telemetry=core.telemetry, topic=core.critical, warning=core.warning, route53_topics=core.route53_topics, dr=core.dr, data=data,

@@ -56,6 +56,8 @@ SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_TYPES = (INGRESS_RULE, SECURITY_GROUP_RULE, SECURITY_GROUP, DEFAULT_SECURITY_GROUP)
 """Every resource that can open a security group: the standalone rules of both APIs and inline ingress."""
 ALB_COMPONENT = "platform:edge:Alb"
+PREVIEW_EDGE_COMPONENT = "platform:edge:PreviewEdge"
+"""A pull request's preview environment's listeners on the dev core's load balancer (components/core.py)."""
 KMS_KEY = "aws:kms/key:Key"
 SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a resource type, not a password
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
@@ -84,9 +86,10 @@ def stack_of(urn: str) -> str:
 
 
 def in_alb(urn: str) -> bool:
-    """Whether the resource is a child of the load balancer component."""
+    """Whether the resource is a child of the load balancer component (or of a preview environment's
+    listeners on it)."""
     types = urn.split("::")[2] if urn.count("::") >= 3 else ""
-    return ALB_COMPONENT in types.split("$")
+    return bool({ALB_COMPONENT, PREVIEW_EDGE_COMPONENT} & set(types.split("$")))
 
 
 def port(value: Any) -> str:

@@ -22,6 +22,7 @@ from stacks.config import load_platform
 from stacks.errors import ConfigError
 from tests.conftest import ROOT, plan
 from tools import harness
+from tools import plan as plan_cli
 
 SYSTEMS = ("twinkle", "offerhub", "starkdca", "aurum", "darwin")
 
@@ -103,12 +104,12 @@ def test_the_example_split_stacks_are_the_systems_of_dev():
         assert mine["aws:defaultTags"] == dev["aws:defaultTags"]
 
 
-def _mutated(project, source: str, change) -> object:
+def _mutated(project, source: str, change, name: str = "test") -> object:
     def edit(config: dict) -> None:
         config["platform:preset"] = "dev"  # the fixture names the copy's preset after its source stack
         change(config)
 
-    return project(source, edit, name="test")
+    return project(source, edit, name=name)
 
 
 @pytest.mark.parametrize(
@@ -159,10 +160,12 @@ def test_an_ephemeral_environment_gets_its_own_names_and_listener(project, split
         c["platform:layout"]["environment"] = "pr-7"
         c["aws:defaultTags"]["tags"]["environment"] = "pr-7"
 
-    directory = _mutated(project, "offerhub-dev", as_preview)
+    directory = _mutated(project, "offerhub-dev", as_preview, name="offerhub-pr-7")  # as tools.preview_env names it
     export = split["core-dev"].outputs[core_ref.OUTPUT]
-    capture = harness.run("test", directory, program=lambda: run_stack(directory), stacks={"core-dev": {core_ref.OUTPUT: export}})
-    # THEN its physical names are its own, not dev's
+    # (the core's every output, its shared data stores too: dev's preset shares them)
+    capture = harness.run("offerhub-pr-7", directory, program=lambda: run_stack(directory), stacks={"core-dev": split["core-dev"].outputs})
+    # THEN its data stores are its own, not a tenant of dev's shared ones (its bootstrap would reset dev's
+    # roles' passwords and its migrations run on dev's database), and named after it
     db = capture.one("aws:rds/instance:Instance")
     assert db.inputs["identifier"] == "offerhub-pr-7"
     assert capture.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs["replicationGroupId"] == "offerhub-pr-7"
@@ -170,12 +173,22 @@ def test_an_ephemeral_environment_gets_its_own_names_and_listener(project, split
     listener = capture.one("aws:lb/listener:Listener")
     assert listener.inputs["loadBalancerArn"] == export["load_balancers"]["1"]["arn"]
     assert listener.inputs["port"] not in export["load_balancers"]["1"]["http_ports"].values()
+    assert listener.inputs["port"] == 8000 + 7 * core_ref.PREVIEW_SLOTS  # from the pull request's number: stable, apart from others
     assert 8000 <= listener.inputs["port"] <= 8999  # the range the dev policy admits (policy/config/dev.json)
     ingress = capture.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "offerhub-api-preview-in")
     assert ingress.inputs["fromPort"] == listener.inputs["port"] and ingress.inputs["securityGroupId"] == export["load_balancers"]["1"]["security_group_id"]
     rule = capture.one("aws:lb/listenerRule:ListenerRule")
     assert rule.property_dependencies["listenerArn"] == [listener.urn]  # the service's rule is on that listener
     assert capture.outputs["urls"]["offerhub-api"].endswith(f":{int(listener.inputs['port'])}")
+    # AND the policy pack admits it: the internet reaches the load balancer's children only (policy/rules.py)
+    mandatory, _ = plan_cli.policy_findings(capture, load_platform("offerhub-pr-7", directory))
+    assert mandatory == []
+
+
+def test_preview_ports_skip_the_cores_and_differ_between_pull_requests():
+    assert core_ref.preview_port("pr-7", 1, set()) == 8036
+    assert core_ref.preview_port("pr-7", 0, {8035, 8036}) == 8037
+    assert len({core_ref.preview_port(f"pr-{n}", i, set()) for n in range(1, 200) for i in range(core_ref.PREVIEW_SLOTS)}) == 199 * core_ref.PREVIEW_SLOTS
 
 
 def test_the_move_runbook_moves_every_resource_of_dev_once(plans, split):

@@ -748,3 +748,10 @@ def test_one_preview_environment_comment_created_then_edited(tmp_path):
     assert body.startswith(preview_env.MARKER) and "- twinkle-api: http://alb.example:8001" in body
     _, calls, _ = _run_in(repo, step["run"], FAKE_COMMENT_ID="77", **env)
     assert "gh api -X PATCH repos/o/r/issues/comments/77 -F body=@comment.md" in calls and not any("POST" in c for c in calls)
+
+
+def test_a_label_on_a_closed_pull_request_deploys_nothing():
+    # labeling a closed pull request sends `labeled` too (GitHub docs, "Events that trigger workflows",
+    # pull_request activity types): without this the nightly cleanup would destroy what it brought up
+    select = load("preview-env.yml")["jobs"]["select"]
+    assert "github.event.pull_request.state == 'open'" in select["if"]

@@ -51,6 +51,8 @@ HEADER_KEYS = ("secretsprovider", "encryptedkey", "encryptionsalt")
 # platform:recovery, which would need them), one Redis node without snapshots, nothing kept or protected
 # on delete so the teardown's `pulumi destroy` removes everything.
 SMALLEST_DATA_TIER: dict[str, Any] = {
+    # stores of its own: as a tenant of dev's shared ones it would take dev's database and roles
+    "data": {"shared": False},
     "postgres": {
         "instance_class": "db.t4g.micro",
         "allocated_storage_gb": 20,
