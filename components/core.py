@@ -278,8 +278,9 @@ PREVIEW_EDGE = "platform:edge:PreviewEdge"
 """The component of an ephemeral environment's listeners and ingress rules on the core's load balancer
 (the policy pack's ``world-ingress-only-on-alb`` admits the internet on the load balancer's children:
 ``policy/rules.py`` ``in_alb``)."""
-PREVIEW_SLOTS = 5
-"""Ports per preview environment: a system has at most this many web services on one."""
+PREVIEW_SLOTS = 10
+"""Ports a preview environment block holds, at least: one per web service the core serves, so every
+system of one pull request has its own."""
 
 
 class PreviewEdge(pulumi.ComponentResource):
@@ -291,10 +292,10 @@ class PreviewEdge(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         env = cfg.env
         taken = {int(p) for p in data.get("http_ports", {}).values()}
+        served = sorted(data.get("listeners", {}))  # every web service of the core's systems, this one's among them
         web = sorted((s for s in cfg.services() if s.spec.kind is ServiceKind.web), key=lambda s: s.key)
-        for index, svc in enumerate(web):
-            port = preview_port(env, index, taken)
-            taken.add(port)
+        for svc in web:
+            port = preview_port(env, svc.key, served, taken)
             for n, cidr in enumerate(data.get("ingress_cidrs") or [edge.WORLD_IPV4]):
                 aws.vpc.SecurityGroupIngressRule(
                     f"{svc.key}-preview-in" + (f"-{n}" if n else ""),
@@ -320,16 +321,22 @@ def _own_listeners(cfg: PlatformConfig, data: dict[str, Any], ref: AlbRef) -> No
     PreviewEdge(f"{cfg.env}-edge", cfg, data, ref)
 
 
-def preview_port(env: str, index: int, taken: set[int]) -> int:
-    """The ``index``-th web service's port of the ephemeral environment ``pr-<n>``: slot ``(n mod 200) * 5 +
-    index`` of ``edge.HTTP_PORTS`` (the range the dev policy admits), probing upward past ``taken`` (the
-    core's own ports). Two pull requests 200 apart would share slots; a port another stack took since is
-    refused by ELB (DuplicateListener) at that stack's update, which changes nothing else."""
+def preview_port(env: str, key: str, served: list[str], core_ports: set[int]) -> int:
+    """The port of web service ``key`` in the ephemeral environment ``pr-<n>``: pull request n's block of
+    ``edge.HTTP_PORTS`` (the range the dev policy admits) holds ``max(PREVIEW_SLOTS, len(served))`` ports
+    (block ``n mod`` the number of blocks); its ports the core's own listeners do not hold go, in order,
+    to the core's web services ``served``, so the systems of one pull request never share a port and
+    every stack of it computes the same. Pull requests a whole number of blocks apart (100 with up to
+    10 web services) share ports: the later update fails with ELB's DuplicateListener, changing nothing
+    else."""
     number = int(env.removeprefix("pr-"))
+    names = sorted({*served, key})
+    size = max(PREVIEW_SLOTS, len(names))
     slots = edge.HTTP_PORTS
-    start = (number % (len(slots) // PREVIEW_SLOTS)) * PREVIEW_SLOTS + index
-    for step in range(len(slots)):
-        port = slots[(start + step) % len(slots)]
-        if port not in taken:
-            return port
-    raise ValueError("no free HTTP port on the core's load balancer")
+    blocks = len(slots) // size
+    for attempt in range(blocks):  # the next block when the core's ports leave too few free in this one
+        first = ((number + attempt) % blocks) * size
+        free = [slots[first + i] for i in range(size) if slots[first + i] not in core_ports]
+        if len(free) >= len(names):
+            return free[names.index(key)]
+    raise ValueError("no free block of HTTP ports on the core's load balancer")

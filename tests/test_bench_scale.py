@@ -28,7 +28,7 @@ def _row(n: int, albs: int, types: dict[str, int]) -> dict:
 def test_growth_separates_what_each_system_adds_from_what_a_second_load_balancer_adds():
     # GIVEN a core series: 10 fixed resources, a repository and a listener per system, and at 100
     # systems a second ALB with its bucket
-    rows = [_row(n, 1 if n <= 50 else 2, {"x:y/z:Base": 10, REPO: n, LISTENER: n}) for n in (5, 25, 50)]
+    rows = [_row(n, 1, {"x:y/z:Base": 10, REPO: n, LISTENER: n, ALB: 1, BUCKET: 1}) for n in (5, 25, 50)]
     rows.append(_row(100, 2, {"x:y/z:Base": 10, REPO: 100, LISTENER: 100, ALB: 2, BUCKET: 2}))
     lines = scale._growth(rows)
     assert lines[0] == "    + 2 resources per system (1 ecr Repository, 1 lb Listener)"

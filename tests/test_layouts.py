@@ -173,7 +173,9 @@ def test_an_ephemeral_environment_gets_its_own_names_and_listener(project, split
     listener = capture.one("aws:lb/listener:Listener")
     assert listener.inputs["loadBalancerArn"] == export["load_balancers"]["1"]["arn"]
     assert listener.inputs["port"] not in export["load_balancers"]["1"]["http_ports"].values()
-    assert listener.inputs["port"] == 8000 + 7 * core_ref.PREVIEW_SLOTS  # from the pull request's number: stable, apart from others
+    served = sorted(export["load_balancers"]["1"]["listeners"])
+    taken = {int(p) for p in export["load_balancers"]["1"]["http_ports"].values()}
+    assert listener.inputs["port"] == core_ref.preview_port("pr-7", "offerhub-api", served, taken)  # from the pull request's number
     assert 8000 <= listener.inputs["port"] <= 8999  # the range the dev policy admits (policy/config/dev.json)
     ingress = capture.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "offerhub-api-preview-in")
     assert ingress.inputs["fromPort"] == listener.inputs["port"] and ingress.inputs["securityGroupId"] == export["load_balancers"]["1"]["security_group_id"]
@@ -185,34 +187,11 @@ def test_an_ephemeral_environment_gets_its_own_names_and_listener(project, split
     assert mandatory == []
 
 
-def test_preview_ports_skip_the_cores_and_differ_between_pull_requests():
-    assert core_ref.preview_port("pr-7", 1, set()) == 8036
-    assert core_ref.preview_port("pr-7", 0, {8035, 8036}) == 8037
-    assert len({core_ref.preview_port(f"pr-{n}", i, set()) for n in range(1, 200) for i in range(core_ref.PREVIEW_SLOTS)}) == 199 * core_ref.PREVIEW_SLOTS
-
-
-def test_the_move_runbook_moves_every_resource_of_dev_once(plans, split):
-    # GIVEN the top-level resources of each split stack (tools.layoutmove: what `pulumi state move` is given;
-    # it moves their children with them, Pulumi docs "Moving resources between stacks")
-    from tools import layoutmove
-
-    assert layoutmove.split_stacks("core-dev", ROOT) == ["core-dev", *sorted(f"{s}-dev" for s in SYSTEMS)]
-    moves = layoutmove.assign(split)
-    dev = plans["dev"]
-    by_tail = {_tail(r.urn): r for r in dev.resources}
-    # WHEN each is expanded to its descendants in dev's own state
-    moved: dict[str, str] = {}
-    for stack, tails in moves.items():
-        todo = [by_tail[t] for t in tails]  # each names a resource dev has
-        while todo:
-            r = todo.pop()
-            assert _tail(r.urn) not in moved, f"{r.name} moved to {moved[_tail(r.urn)]} and {stack}"
-            moved[_tail(r.urn)] = stack
-            todo += dev.children_of(r.urn)
-    # THEN every resource of dev moves, once
-    assert set(moved) == set(by_tail)
-    # AND the commands name dev's URNs, and the reverse the split stacks'
-    (first, *_) = layoutmove.commands("dev", moves)
-    assert first.startswith("pulumi state move --source dev --dest core-dev --yes 'urn:pulumi:dev::platform::")
-    back = layoutmove.commands("dev", moves, reverse=True)
-    assert any(c.startswith("pulumi state move --source offerhub-dev --dest dev --yes 'urn:pulumi:offerhub-dev::platform::") for c in back)
+def test_preview_ports_differ_between_the_systems_of_one_pull_request_and_between_pull_requests(split):
+    # GIVEN the dev core's web services (six) and the ports its own listeners hold
+    lb = split["core-dev"].outputs[core_ref.OUTPUT]["load_balancers"]["1"]
+    served, taken = sorted(lb["listeners"]), {int(p) for p in lb["http_ports"].values()}
+    # THEN every web service of every system of pull requests 1..100 has a port of its own, none the core's
+    ports = [core_ref.preview_port(f"pr-{n}", key, served, taken) for n in range(1, 101) for key in served]
+    assert len(set(ports)) == len(ports) and not set(ports) & taken
+    assert all(8000 <= p <= 8999 for p in ports)  # the range the dev policy admits (policy/config/dev.json)

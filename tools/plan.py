@@ -532,7 +532,10 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig, verbose: bool) -> list[st
         if verbose:
             for line in sorted(items, key=lambda line: -line.monthly):
                 out.append(f"      {line.item:<52} ${line.monthly:>8,.2f}  {line.confidence}")
-    out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture, prices, running):,.2f}")
+    if cfg.layout is None:  # a split stack is part of an environment: Render's figure is the environment's
+        out.append(f"  the same systems on Render (the seeds' host): ${cost.render_equivalent(capture, prices, running):,.2f}")
+    else:
+        out.append(f"  part of {cfg.env}: the split layout's stacks together cost what the all-in-one stack of the environment does")
     if capture.outputs.get("held_services"):
         out.append("  held services are priced at the tasks they run once released")
     out.append(f"  not included: {'; '.join(cost.EXCLUDED)}" if verbose else "  priced items and what is not included: --verbose")
