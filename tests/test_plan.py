@@ -255,7 +255,7 @@ def test_outputs_are_short_lines_and_mock_values_are_marked(plans):
     assert max(len(line) for line in outputs) <= 120
     assert "  urls.twinkle-api: http://alb-lb-1234567890.us-east-1.elb.amazonaws.com:" in text  # nested keys flattened
     assert any(line.endswith("...") or line.endswith("... (offline)") for line in outputs)  # long values cut
-    made_up = re.compile(r"123456789012|-1234567890\.|\.abc123\.|\b(vpc|subnet)-[0-9a-f]{17}\b|sha256:[0-9a-f]|-[0-9a-f]{7}$")
+    made_up = re.compile(r"123456789012|-1234567890\.|\.abc123\.|\b(vpc|subnet|sg)-[0-9a-f]{17}\b|sha256:[0-9a-f]|-[0-9a-f]{7}$")
     for line in outputs:
         value = line.split(": ", 1)[1].removesuffix(" (offline)")
         assert line.endswith(" (offline)") is bool(made_up.search(value)), line

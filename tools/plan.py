@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -107,7 +108,7 @@ def _served_lines(capture: Capture, cfg: PlatformConfig) -> list[str]:
 
 def headline(capture: Capture, cfg: PlatformConfig) -> str:
     """Modeled month (every service at its released task count) and first-up minutes, in one line."""
-    month = sum(cost.totals(cost.estimate(capture, cfg.systems, cost.load_prices(), cost.running_counts(cfg))).values())
+    month = math.fsum(cost.totals(cost.estimate(capture, cfg.systems, cost.load_prices(), cost.running_counts(cfg))).values())
     first = first_up_minutes(capture, cfg)
     time = f"first `pulumi up` about {first[0]:.0f} min (p50; {first[1]:.0f} min p90)" if first else "first `pulumi up` not modeled on Kubernetes"
     return f"modeled: ${month:,.0f}/month at list prices; {time}"
@@ -522,7 +523,7 @@ def _cost_lines(capture: Capture, cfg: PlatformConfig, verbose: bool) -> list[st
     running = cost.running_counts(cfg)
     estimate = cost.estimate(capture, cfg.systems, prices, running)
     totals = cost.totals(estimate)
-    out = [f"estimated monthly cost (list prices, 730 h; confidence A/B/C per tools/cost.py): ${sum(totals.values()):,.2f}"]
+    out = [f"estimated monthly cost (list prices, 730 h; confidence A/B/C per tools/cost.py): ${math.fsum(totals.values()):,.2f}"]
     for system in [*cfg.systems, "shared"]:
         items = [line for line in estimate if line.system == system]
         if not items:
