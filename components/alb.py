@@ -141,19 +141,7 @@ class Alb(pulumi.ComponentResource):
         open_ports = {"https": 443, "http": 80} if self.https else {f"http-{k}": p for k, p in self.http_ports.items()}
         sources = edge.admitted(s)
         for role, port in open_ports.items():
-            for cidr in sources:
-                # the internet keeps the rule's first name; each admitted range gets its own rule
-                suffix = "" if cidr == WORLD else "-" + _slug(cidr)
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-{role}-in{suffix}",
-                    security_group_id=sg.id,
-                    cidr_ipv4=cidr,
-                    ip_protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    description=f"{role} from the internet" if cidr == WORLD else f"{role} from {cidr} (edge.ingress_cidrs)",
-                    opts=child,
-                )
+            admit(f"{name}-{role}-in", sg.id, port, sources, role, child)
 
         logs, logs_policy = self._log_bucket(name, args)
         self.lb = aws.lb.LoadBalancer(
@@ -424,6 +412,22 @@ def _not_found() -> aws.lb.ListenerDefaultActionArgs:
         type="fixed-response",
         fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(content_type="text/plain", message_body="not found", status_code="404"),
     )
+
+
+def admit(name: str, security_group_id: pulumi.Input[str], port: int, sources: Sequence[str], what: str, opts: pulumi.ResourceOptions) -> None:
+    """Ingress on the load balancer's security group: ``port`` from each admitted source
+    (``edge.admitted``), a rule each. The internet keeps ``name``; each range gets ``name-<range>``."""
+    for cidr in sources:
+        aws.vpc.SecurityGroupIngressRule(
+            name + ("" if cidr == WORLD else "-" + _slug(cidr)),
+            security_group_id=security_group_id,
+            cidr_ipv4=cidr,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=f"{what} from the internet" if cidr == WORLD else f"{what} from {cidr} (edge.ingress_cidrs)",
+            opts=opts,
+        )
 
 
 def _slug(path: str) -> str:

@@ -36,7 +36,7 @@ from stacks import edge
 from stacks.catalog import ServiceKind
 from stacks.config import PlatformConfig
 
-from .alb import _not_found
+from .alb import _not_found, admit
 from .observability import Topics
 from .postgres import DrCopy
 from .service import Telemetry
@@ -296,17 +296,7 @@ class PreviewEdge(pulumi.ComponentResource):
         web = sorted((s for s in cfg.services() if s.spec.kind is ServiceKind.web), key=lambda s: s.key)
         for svc in web:
             port = preview_port(env, svc.key, served, taken)
-            for n, cidr in enumerate(data.get("ingress_cidrs") or [edge.WORLD_IPV4]):
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{svc.key}-preview-in" + (f"-{n}" if n else ""),
-                    security_group_id=ref.security_group_id,
-                    cidr_ipv4=cidr,
-                    ip_protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    description=f"{env} {svc.key} from {'the internet' if cidr == edge.WORLD_IPV4 else cidr}",
-                    opts=child,
-                )
+            admit(f"{svc.key}-preview-in", ref.security_group_id, port, data.get("ingress_cidrs") or [edge.WORLD_IPV4], f"{env} {svc.key}", child)
             listener = aws.lb.Listener(
                 f"{svc.key}-preview-http", load_balancer_arn=data["arn"], port=port, protocol="HTTP", default_actions=[_not_found()], opts=child
             )
